@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// The Node side of `env`/`envbox`; the shim (native/env-shim.c or bin/env) only starts it for
+// envbox's own commands.
+import { execute } from '@oclif/core';
+
+const args = process.argv.slice(2);
+// -h means --help everywhere, up to a `--` that starts a guest command line.
+const end = args.includes('--') ? args.indexOf('--') : args.length;
+for (let i = 0; i < end; i++) if (args[i] === '-h') args[i] = '--help';
+
+await execute({ args, dir: import.meta.url });

@@ -1,0 +1,62 @@
+import { Command, Errors, Flags } from '@oclif/core';
+import { EnvboxError, EXIT, isEnvboxError } from '../util/errors.js';
+import { Output } from './output.js';
+
+/**
+ * The base of every command: global flags, one Output, and the one place errors are rendered —
+ * expected ones (EnvboxError) as text or a JSON envelope with their exit status, anything else as a bug.
+ */
+export abstract class EnvCommand extends Command {
+  static override baseFlags = {
+    json: Flags.boolean({ description: 'Print the result as JSON.', helpGroup: 'GLOBAL' }),
+    envfile: Flags.string({
+      description: 'Envfile to use (default: ./Envfile or the nearest parent folder with one).',
+      env: 'ENVBOX_ENVFILE',
+      helpGroup: 'GLOBAL',
+    }),
+    debug: Flags.boolean({ description: 'Show stack traces for unexpected errors.', helpGroup: 'GLOBAL' }),
+  };
+
+  private output: Output | undefined;
+
+  /** Output is decided from argv so that errors raised while parsing flags still honour --json. */
+  protected get out(): Output {
+    this.output ??= new Output({ json: this.argv.includes('--json') });
+    return this.output;
+  }
+
+  /** Prints a result: the JSON document (with ok: true) under --json, else the text. */
+  protected result(data: Record<string, unknown>, text: () => string | undefined): void {
+    if (this.out.json) this.out.printJson({ ok: true, ...data });
+    else {
+      const t = text();
+      if (t) this.out.print(t);
+    }
+  }
+
+  override async catch(err: Error & { oclif?: { exit?: number } }): Promise<void> {
+    if (err instanceof Errors.ExitError) throw err;
+    const debug = this.argv.includes('--debug') || Boolean(process.env.ENVBOX_DEBUG);
+    let error: EnvboxError;
+    if (isEnvboxError(err)) error = err;
+    else if (err instanceof Errors.CLIError && (err.oclif?.exit === 2 || /flag|argument|arg/i.test(err.message))) {
+      error = new EnvboxError('USAGE', err.message.replace(/\nSee more help with --help$/, ''), {
+        hint: `see env ${this.id?.replace(/:/g, ' ') ?? ''} --help`.replace(/\s+--help/, ' --help'),
+        exit: EXIT.usage,
+      });
+    } else {
+      error = new EnvboxError('BUG', `unexpected error: ${err.message}`, {
+        hint: debug ? undefined : 'this is a bug in envbox; run again with --debug for the stack trace and report it',
+        details: debug ? { stack: err.stack } : undefined,
+      });
+    }
+    if (this.out.json) {
+      this.out.printJson({ ok: false, error: error.toJSON() });
+    } else {
+      process.stderr.write(`${this.out.paint('red', 'error:')} ${error.message}\n`);
+      if (error.hint) process.stderr.write(`${this.out.paint('dim', '→')} ${error.hint}\n`);
+      if (debug && error.code === 'BUG' && err.stack) process.stderr.write(`${err.stack}\n`);
+    }
+    process.exitCode = error.exit;
+  }
+}

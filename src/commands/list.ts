@@ -1,0 +1,28 @@
+import { EnvCommand } from '../cli/base.js';
+import { listEnvs } from '../core/state.js';
+import { table } from '../cli/table.js';
+
+export default class List extends EnvCommand {
+  static override summary = 'List every env on this host.';
+  static override description = 'Reads envbox state, so it shows envs from every project folder. Stale envs (Envfile gone) are marked.';
+
+  async run(): Promise<void> {
+    await this.parse(List);
+    const envs = await listEnvs();
+    const rows = envs
+      .map(({ record, stale }) => ({
+        id: record.id,
+        name: record.name,
+        provider: record.provider,
+        address: record.machine?.address ?? null,
+        envfile: record.envfile,
+        stale,
+      }));
+    this.result({ envs: rows }, () => {
+      if (rows.length === 0) return 'No envs on this host yet. Run env up in a folder with an Envfile.';
+      const header = ['NAME', 'ID', 'PROVIDER', 'ADDRESS', 'ENVFILE'];
+      const lines = rows.map((r) => [r.name, r.id, r.provider, r.address ?? '-', r.envfile + (r.stale ? ' (stale)' : '')]);
+      return table([header, ...lines]);
+    });
+  }
+}

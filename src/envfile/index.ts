@@ -1,0 +1,46 @@
+import { UsageError } from '../util/errors.js';
+import { applyDefaults, type EnvConfig } from './defaults.js';
+import { findEnvfile, loadEnvfile, type LoadedEnvfile } from './load.js';
+import { formatProblem, type Problem } from './problem.js';
+import type { EnvfileInput } from './schema.js';
+import { validateEnvfile } from './validate.js';
+
+export type { EnvConfig, Folder, PortForward, ProvisionStep } from './defaults.js';
+export type { Problem } from './problem.js';
+export { findEnvfile } from './load.js';
+
+/** An Envfile that failed validation: exit status 2, every problem listed. */
+export class EnvfileInvalidError extends UsageError {
+  readonly problems: Problem[];
+  constructor(display: string, problems: Problem[]) {
+    const n = problems.length;
+    super('ENVFILE_INVALID', `${display} has ${n} problem${n === 1 ? '' : 's'}:\n${problems.map(formatProblem).join('\n')}`, {
+      hint: 'fix them and run env validate; nothing was changed',
+      details: { problems },
+    });
+    this.problems = problems;
+  }
+}
+
+export interface CheckedEnvfile {
+  loaded: LoadedEnvfile;
+  problems: Problem[];
+  config: EnvConfig | undefined;
+}
+
+/** Load → validate → defaults, as three passes. Never throws for a bad Envfile: the problems come back. */
+export async function checkEnvfile(path: string, opts: { isRoot?: boolean } = {}): Promise<CheckedEnvfile> {
+  const { loaded, problems } = await loadEnvfile(path);
+  if (problems.length) return { loaded, problems, config: undefined };
+  const found = validateEnvfile(loaded, opts);
+  if (found.length) return { loaded, problems: found, config: undefined };
+  return { loaded, problems: [], config: applyDefaults(loaded.data as EnvfileInput, loaded.path) };
+}
+
+/** For every command but `validate`: find, check, and throw EnvfileInvalidError on any problem. */
+export async function readEnvfile(explicit: string | undefined, cwd = process.cwd()): Promise<EnvConfig> {
+  const path = findEnvfile(explicit, cwd);
+  const checked = await checkEnvfile(path);
+  if (!checked.config) throw new EnvfileInvalidError(checked.loaded.display, checked.problems);
+  return checked.config;
+}

@@ -1,0 +1,126 @@
+import { constants } from 'node:os';
+import { Writable, type Readable } from 'node:stream';
+import type { Client, ClientChannel, PseudoTtyOptions } from 'ssh2';
+import { EnvboxError } from '../util/errors.js';
+import { connectionError } from './connect.js';
+
+export interface PtySize {
+  rows: number;
+  cols: number;
+  term: string;
+}
+
+export interface ExecIO {
+  /** Sent to the command; its end is the command's EOF. Without it the command sees EOF at once. */
+  stdin?: Readable | null;
+  stdout: Writable;
+  stderr: Writable;
+  pty?: boolean | PtySize;
+  /** Set in the command's environment (sshd drops `env` requests outside its AcceptEnv, so they are exported). */
+  env?: Record<string, string>;
+}
+
+/** Words a POSIX shell reads literally; `=` is left out so a first word is never taken as an assignment. */
+const PLAIN_WORD = /^[A-Za-z0-9_@+:,./-]+$/;
+
+/** One argv as a POSIX shell command line: the guest's login shell splits it back into exactly these words. */
+export function shellQuote(args: readonly string[]): string {
+  return args.map(quoteWord).join(' ');
+}
+
+function quoteWord(word: string): string {
+  if (word.includes('\0')) {
+    throw new EnvboxError('SSH_BAD_ARGUMENT', `the argument ${JSON.stringify(word)} contains a NUL byte`, {
+      hint: 'a command-line argument cannot hold a NUL byte; pass such data on stdin instead',
+    });
+  }
+  if (PLAIN_WORD.test(word)) return word;
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** `export A='1' B='2'; command` — works in every POSIX login shell, whatever sshd's AcceptEnv says. */
+export function withEnv(command: string, env: Record<string, string> | undefined): string {
+  const entries = Object.entries(env ?? {});
+  if (entries.length === 0) return command;
+  for (const [name] of entries) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new EnvboxError('SSH_BAD_ENV', `"${name}" is not a valid environment variable name`, {
+        hint: 'use letters, digits and underscores, not starting with a digit',
+      });
+    }
+  }
+  return `export ${entries.map(([name, value]) => `${name}=${quoteWord(value)}`).join(' ')}; ${command}`;
+}
+
+/** Runs `command` in the guest, streaming both ways; resolves with its exit status (128+N when killed by signal N). */
+export async function exec(client: Client, command: string, io: ExecIO): Promise<number> {
+  const pty = io.pty === true ? true : io.pty ? toPty(io.pty) : undefined;
+  const channel = await new Promise<ClientChannel>((resolve, reject) =>
+    client.exec(withEnv(command, io.env), pty ? { pty } : {}, (err, ch) => (err ? reject(sessionError(client, err)) : resolve(ch))),
+  );
+  return runSession(client, channel, io);
+}
+
+/** Runs `command` with no input and collects its output (UTF-8). */
+export async function execCapture(client: Client, command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  const code = await exec(client, command, { stdout: collector(out), stderr: collector(err) });
+  return { code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+}
+
+export function toPty(size: PtySize): PseudoTtyOptions {
+  return { rows: size.rows, cols: size.cols, height: 0, width: 0, term: size.term };
+}
+
+/**
+ * Pipes an open session channel to local streams until it closes. The caller's stdout/stderr are never
+ * ended (they may be the process's own); stdin is unpiped when the command ends, so it is free again.
+ */
+export function runSession(client: Client, channel: ClientChannel, io: ExecIO): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let status: number | undefined;
+    let open = 2; // the channel's close and its stderr's end: output is complete only after both
+    const done = () => {
+      if (--open > 0) return;
+      io.stdin?.unpipe(channel);
+      if (status !== undefined) resolve(status);
+      else reject(sessionError(client, new Error('the session closed without an exit status')));
+    };
+    channel.on('exit', (code: number | null, signal?: string) => {
+      status = code ?? signalStatus(signal);
+    });
+    channel.on('close', done);
+    channel.stderr.on('end', done);
+    // A write racing the remote close can fail; the exit status (or its absence) is what gets reported.
+    channel.on('error', () => {});
+    channel.pipe(io.stdout, { end: false });
+    channel.stderr.pipe(io.stderr, { end: false });
+    if (io.stdin) io.stdin.pipe(channel);
+    else channel.end();
+  });
+}
+
+/** What a shell reports for a command killed by a signal: 128 + its number (255 when unknown, like OpenSSH). */
+function signalStatus(signal: string | undefined): number {
+  const number = signal ? constants.signals[signal as NodeJS.Signals] : undefined;
+  return number === undefined ? 255 : 128 + number;
+}
+
+/** A session that could not open or ended without a status, explained by the dropped link when there was one. */
+export function sessionError(client: Client, err: Error, what = 'running a command in the guest'): EnvboxError {
+  const lost = connectionError(client);
+  return new EnvboxError('SSH_SESSION_FAILED', `${what} failed: ${lost?.message ?? err.message}`, {
+    hint: 'the guest may have stopped or rebooted; check `env status` and try again',
+    cause: lost ?? err,
+  });
+}
+
+function collector(chunks: Buffer[]): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk);
+      callback();
+    },
+  });
+}
