@@ -36,6 +36,7 @@ export abstract class EnvCommand extends Command {
 
   override async catch(err: Error & { oclif?: { exit?: number } }): Promise<void> {
     if (err instanceof Errors.ExitError) throw err;
+    this.parsed = true; // a flag error is reported here; oclif need not warn that parsing never finished
     const debug = this.argv.includes('--debug') || Boolean(process.env.ENVBOX_DEBUG);
     let error: EnvboxError;
     if (isEnvboxError(err)) error = err;

@@ -72,7 +72,7 @@ export async function loadEnvfile(path: string): Promise<{ loaded: LoadedEnvfile
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
   const problems: Problem[] = [];
   for (const err of doc.errors) {
-    const pos = err.linePos?.[0] ?? { line: 1, col: 1 };
+    const pos = lines.linePos(err.pos[0]);
     const message = err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
     problems.push({ file: display, line: pos.line, col: pos.col, path: '', message: `${message} — fix the YAML syntax` });
   }

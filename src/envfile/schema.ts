@@ -15,6 +15,7 @@ const NUL = /\0/;
 function line(what: string) {
   return z.string().refine((s) => !CONTROL.test(s), {
     error: `${what} contains a line break or NUL — write it on one line`,
+    abort: true,
   });
 }
 
@@ -25,7 +26,10 @@ const hostname = line('the name')
   });
 
 const port = z
-  .int({ error: 'expected a port number — write a whole number from 1 to 65535' })
+  .int({
+    error: (iss) =>
+      iss.input === undefined ? 'is required — add a port number from 1 to 65535' : 'expected a port number — write a whole number from 1 to 65535',
+  })
   .min(1, { error: (iss) => `${iss.input} is not a port — use a number from 1 to 65535` })
   .max(65535, { error: (iss) => `${iss.input} is not a port — use a number from 1 to 65535` });
 
