@@ -1,4 +1,6 @@
+import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
+import { pruneEnv } from '../core/lifecycle.js';
 import { listEnvs } from '../core/state.js';
 import { table } from '../cli/table.js';
 
@@ -6,9 +8,17 @@ export default class List extends EnvCommand {
   static override summary = 'List every env on this host.';
   static override description = 'Reads envbox state, so it shows envs from every project folder. Stale envs (Envfile gone) are marked.';
 
+  static override flags = {
+    prune: Flags.boolean({ description: 'Destroy what is left of stale envs (their Envfile is gone).' }),
+  };
+
   async run(): Promise<void> {
-    await this.parse(List);
-    const envs = await listEnvs();
+    const { flags } = await this.parse(List);
+    let envs = await listEnvs();
+    if (flags.prune) {
+      for (const e of envs.filter((e) => e.stale)) await pruneEnv(e.record, this.out);
+      envs = envs.filter((e) => !e.stale);
+    }
     const rows = envs
       .map(({ record, stale }) => ({
         id: record.id,

@@ -27,7 +27,7 @@ export interface EnvRecord {
   created: string;
   /** Provider's record of the machine (address, idmap, …) once created. */
   machine?: Record<string, unknown> & { address: string };
-  image?: { key: string; name: string };
+  image?: { key: string; name: string; rootfs: string };
   /** The guest user as created. */
   user?: { name: string; uid: number; gid: number; home: string };
   [key: string]: unknown;

@@ -24,6 +24,11 @@ export interface ConnectOptions {
 const TRANSIENT_CODES = new Set([
   'ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ECONNABORTED', 'EPIPE',
 ]);
+/**
+ * A local guest's sshd comes up within a second or two of boot, and a refused connect costs well under a
+ * millisecond, so poll briskly through that window; after it, back off to spare slow or remote hosts.
+ */
+const BRISK_PHASE_MS = 2000;
 const FIRST_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 500;
 
@@ -53,14 +58,15 @@ export async function connect(opts: ConnectOptions): Promise<Client> {
       hint: 'run `env destroy && env up` to recreate the env with a new key',
     });
   }
-  const deadline = Date.now() + opts.timeoutMs;
+  const started = Date.now();
+  const deadline = started + opts.timeoutMs;
   let backoff = FIRST_BACKOFF_MS;
-  let lastReason = 'no attempt finished';
+  let lastReason: string | undefined;
   for (;;) {
     opts.signal?.throwIfAborted();
     const outcome = await attempt(opts, target, pinned, key, Math.max(1, deadline - Date.now()));
     if ('client' in outcome) return outcome.client;
-    lastReason = outcome.reason;
+    if (!outcome.cutShort || lastReason === undefined) lastReason = outcome.reason;
     const left = deadline - Date.now();
     if (left <= 0) break;
     try {
@@ -68,19 +74,27 @@ export async function connect(opts: ConnectOptions): Promise<Client> {
     } catch {
       opts.signal?.throwIfAborted();
     }
-    backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+    if (Date.now() - started > BRISK_PHASE_MS) backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
   }
   throw new EnvboxError(
     'SSH_TIMEOUT',
-    `could not log in to env "${target.env}" at ${opts.host}:${port} within ${formatSeconds(opts.timeoutMs)} (last: ${lastReason})`,
+    `could not log in to env "${target.env}" at ${opts.host}:${port} within ${formatSeconds(opts.timeoutMs)} ` +
+      `(last: ${lastReason})`,
     { hint: 'check that the guest is running (`env status`) and that its sshd started (`env logs`)' },
   );
 }
 
-type Outcome = { client: Client } | { reason: string };
+/** `cutShort`: the attempt was stopped by the overall deadline, which says less than what failed before it. */
+type Outcome = { client: Client } | { reason: string; cutShort?: boolean };
 
-/** One TCP connection and SSH handshake; resolves with a client or a retryable reason, rejects when retrying is pointless. */
-function attempt(opts: ConnectOptions, target: HostTarget, pinned: PinnedKey[], key: ParsedKey, readyTimeout: number): Promise<Outcome> {
+/** One TCP connection and handshake: a client, a reason worth retrying, or a rejection when retrying is pointless. */
+function attempt(
+  opts: ConnectOptions,
+  target: HostTarget,
+  pinned: PinnedKey[],
+  key: ParsedKey,
+  readyTimeout: number,
+): Promise<Outcome> {
   return new Promise((resolve, reject) => {
     const verifier = pinnedHostVerifier(pinned, target);
     const client = new ssh2.Client();
@@ -146,8 +160,9 @@ function classify(
       }),
     };
   }
-  if (typeof err.code === 'string' && TRANSIENT_CODES.has(err.code)) return { reason: `${err.code} (${err.message})` };
-  if (err.level === 'client-timeout' || /lost before handshake|not ready/i.test(err.message)) return { reason: err.message };
+  if (typeof err.code === 'string' && TRANSIENT_CODES.has(err.code)) return { reason: err.message };
+  if (err.level === 'client-timeout') return { reason: err.message, cutShort: true };
+  if (/lost before handshake/i.test(err.message)) return { reason: err.message };
   const message = `cannot connect to env "${target.env}" at ${target.host}:${target.port}: ${err.message}`;
   return {
     fail: new EnvboxError('SSH_CONNECT_FAILED', message, {
@@ -163,7 +178,9 @@ function classify(
  * keys presents the pinned one instead of a different (and therefore "mismatching") type.
  */
 function algorithmsFor(pinned: PinnedKey[]): Algorithms {
-  const hostKeyTypes = pinned.flatMap((p) => (p.type === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [p.type]));
+  const hostKeyTypes = pinned.flatMap((p) =>
+    p.type === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [p.type],
+  );
   return {
     kex: ['curve25519-sha256', 'curve25519-sha256@libssh.org', 'ecdh-sha2-nistp256'],
     cipher: ['aes128-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr'],

@@ -56,13 +56,18 @@ export function withEnv(command: string, env: Record<string, string> | undefined
 export async function exec(client: Client, command: string, io: ExecIO): Promise<number> {
   const pty = io.pty === true ? true : io.pty ? toPty(io.pty) : undefined;
   const channel = await new Promise<ClientChannel>((resolve, reject) =>
-    client.exec(withEnv(command, io.env), pty ? { pty } : {}, (err, ch) => (err ? reject(sessionError(client, err)) : resolve(ch))),
+    client.exec(withEnv(command, io.env), pty ? { pty } : {}, (err, ch) =>
+      err ? reject(sessionError(client, err)) : resolve(ch),
+    ),
   );
   return runSession(client, channel, io);
 }
 
 /** Runs `command` with no input and collects its output (UTF-8). */
-export async function execCapture(client: Client, command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function execCapture(
+  client: Client,
+  command: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   const code = await exec(client, command, { stdout: collector(out), stderr: collector(err) });

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, link, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import ssh2 from 'ssh2';
 import { EnvboxError } from '../util/errors.js';
+import { runOk } from '../util/exec.js';
 import { writeFileAtomic } from './atomic.js';
 
 export interface UserKey {
@@ -28,13 +30,15 @@ export async function ensureUserKey(stateDir: string): Promise<UserKey> {
   let pem = await readIfExists(privateKeyPath);
   if (pem === undefined) {
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
-    await createExclusive(privateKeyPath, ssh2.utils.generateKeyPairSync('ed25519', { comment }).private);
+    await createExclusive(privateKeyPath, comment);
     pem = (await readIfExists(privateKeyPath))!;
   }
   const parsed = ssh2.utils.parseKey(pem);
   if (parsed instanceof Error || !parsed.isPrivateKey()) {
     throw new EnvboxError('SSH_KEY_INVALID', `${privateKeyPath} is not a usable SSH private key`, {
-      hint: 'the guest only accepts the key it was created with; run `env destroy && env up` to recreate the env with a new key',
+      hint:
+        'the guest only accepts the key it was created with; run `env destroy && env up` to recreate the env ' +
+        'with a new key',
     });
   }
   // OpenSSH refuses a key other users can read ("UNPROTECTED PRIVATE KEY FILE"), so repair a loosened mode.
@@ -48,10 +52,27 @@ export async function ensureUserKey(stateDir: string): Promise<UserKey> {
 
 /** A fresh ed25519 host key for a new guest's sshd, made on the host so it can be pinned before first boot. */
 export async function generateHostKey(): Promise<HostKey> {
-  const pair = ssh2.utils.generateKeyPairSync('ed25519');
-  const parsed = ssh2.utils.parseKey(pair.private);
-  if (parsed instanceof Error) throw parsed;
-  return { privateKey: pair.private, publicKey: `${parsed.type} ${parsed.getPublicSSH().toString('base64')}` };
+  const dir = await mkdtemp(join(tmpdir(), 'envbox-hostkey-'));
+  try {
+    const file = join(dir, 'ssh_host_ed25519_key');
+    await keygen(file, '');
+    const publicKey = (await readFile(`${file}.pub`, 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ');
+    return { privateKey: await readFile(file, 'utf8'), publicKey };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * OpenSSH's own ssh-keygen, so sshd and `ssh -i` are sure to load the result. (ssh2's generateKeyPairSync
+ * drops a leading zero byte of the ed25519 public key, a malformed key once in ~256.)
+ */
+async function keygen(file: string, comment: string): Promise<void> {
+  await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file], {
+    code: 'SSH_KEYGEN_FAILED',
+    what: 'generating an SSH key with ssh-keygen',
+    hint: 'check that OpenSSH ssh-keygen works (`env doctor`) and that the state folder is writable',
+  });
 }
 
 async function readIfExists(file: string): Promise<string | undefined> {
@@ -64,17 +85,18 @@ async function readIfExists(file: string): Promise<string | undefined> {
 }
 
 /**
- * Creates `file` only if it does not exist yet (link(2) fails with EEXIST instead of replacing it), so two
- * processes racing on a fresh env agree on one key instead of each keeping the one it wrote.
+ * Creates the key at `file` only if it does not exist yet (link(2) fails with EEXIST instead of replacing
+ * it), so two processes racing on a fresh env agree on one key instead of each keeping the one it wrote.
  */
-async function createExclusive(file: string, data: string): Promise<void> {
+async function createExclusive(file: string, comment: string): Promise<void> {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  await writeFile(tmp, data, { mode: 0o600, flag: 'wx' });
   try {
+    await keygen(tmp, comment);
     await link(tmp, file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   } finally {
     await rm(tmp, { force: true });
+    await rm(`${tmp}.pub`, { force: true });
   }
 }

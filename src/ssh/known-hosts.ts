@@ -48,7 +48,7 @@ export async function writeKnownHosts(file: string, pin: HostPin): Promise<void>
   await writeFileAtomic(file, line, 0o600);
 }
 
-/** Keys pinned for `name` in known_hosts text; hashed, commented and marker (`@…`) lines are not ours and are skipped. */
+/** Keys pinned for `name` in known_hosts text; hashed, comment and marker (`@…`) lines are never ours: skipped. */
 export function parseKnownHosts(text: string, name: string): PinnedKey[] {
   const keys: PinnedKey[] = [];
   for (const raw of text.split('\n')) {

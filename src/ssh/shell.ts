@@ -68,7 +68,11 @@ function windowOf(stdout: Terminal['stdout']): { rows: number; cols: number; ter
 }
 
 /** A `shell` request when nothing needs setting up (closest to plain `ssh host`), otherwise the wrapper command. */
-function openSession(client: Client, command: string | undefined, pty: PseudoTtyOptions | undefined): Promise<ClientChannel> {
+function openSession(
+  client: Client,
+  command: string | undefined,
+  pty: PseudoTtyOptions | undefined,
+): Promise<ClientChannel> {
   return new Promise((resolve, reject) => {
     const callback = (err: Error | undefined, channel: ClientChannel) =>
       err ? reject(sessionError(client, err, 'opening a shell in the guest')) : resolve(channel);

@@ -12,6 +12,8 @@ export interface SshConfigEntry {
   user: string;
   identityFile: string;
   knownHostsFile: string;
+  /** The name the pinned key is kept under in known_hosts, when it is not the alias (one env, several aliases). */
+  hostKeyAlias?: string;
 }
 
 export interface SshConfigOptions {
@@ -44,7 +46,7 @@ export function renderSshConfig(entries: readonly SshConfigEntry[], opts: SshCon
       '  IdentitiesOnly yes',
       `  UserKnownHostsFile ${pathArg(entry.knownHostsFile)}`,
       '  StrictHostKeyChecking yes',
-      `  HostKeyAlias ${entry.alias}`,
+      `  HostKeyAlias ${entry.hostKeyAlias ?? entry.alias}`,
       '  LogLevel ERROR',
     ];
     const controlPath = opts.controlDir === undefined ? undefined : controlPathFor(entry, opts.controlDir);

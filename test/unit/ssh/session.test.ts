@@ -13,9 +13,9 @@ import {
   execCapture,
   fingerprint,
   generateHostKey,
-  renderSshConfig,
   shell,
   writeKnownHosts,
+  writeSshConfigInclude,
   type HostKey,
   type Terminal,
 } from '../../../src/ssh/index.js';
@@ -45,18 +45,36 @@ let knownHosts: string;
 const servers: TestServer[] = [];
 const clients: Client[] = [];
 
-async function startServer(opts: { key?: HostKey; allowedKey?: string; port?: number } = {}): Promise<TestServer> {
+interface ServerOptions {
+  key?: HostKey;
+  allowedKey?: string;
+  port?: number;
+  /** Hang up on this many logins after the banner, as sshd does while pam_nologin says the guest is booting. */
+  hangUps?: number;
+  banner?: string;
+}
+
+async function startServer(opts: ServerOptions = {}): Promise<TestServer> {
   const allowed = ssh2.utils.parseKey(opts.allowedKey ?? userPublicKey);
   if (allowed instanceof Error) throw allowed;
   const conns = new Set<Connection>();
   const children = new Set<ReturnType<typeof spawn>>();
   const state: Omit<TestServer, 'port' | 'dropAll' | 'close'> = { connections: 0, ptys: [], windows: [] };
-  const server = new ssh2.Server({ hostKeys: [(opts.key ?? hostKey).privateKey] }, (conn) => {
+  let hangUps = opts.hangUps ?? 0;
+  const config = { hostKeys: [(opts.key ?? hostKey).privateKey], ...(opts.banner ? { banner: opts.banner } : {}) };
+  const server = new ssh2.Server(config, (conn) => {
     state.connections++;
     conns.add(conn);
+    // Nagle plus delayed ACKs would add ~40 ms to every handshake round trip (sshd disables it too).
+    (conn as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true);
     conn.on('error', () => {});
     conn.on('close', () => conns.delete(conn));
     conn.on('authentication', (ctx) => {
+      if (hangUps > 0) {
+        hangUps--;
+        conn.end();
+        return;
+      }
       const ok =
         ctx.method === 'publickey' &&
         ctx.key.algo === allowed.type &&
@@ -218,7 +236,7 @@ describe('connect', () => {
   });
 
   it('fails at once with SSH_AUTH_FAILED when the guest refuses the key', async () => {
-    const stranger = ssh2.utils.generateKeyPairSync('ed25519').public;
+    const stranger = (await generateHostKey()).publicKey;
     const server = await startServer({ allowedKey: stranger });
     await expect(login(server, { timeoutMs: 3000 })).rejects.toMatchObject({ code: 'SSH_AUTH_FAILED' });
     expect(server.connections).toBe(1);
@@ -238,6 +256,18 @@ describe('connect', () => {
     const client = await connecting;
     expect(dropped).toBe(2);
     expect((await execCapture(client, 'echo up')).stdout).toBe('up\n');
+  });
+
+  it('keeps trying while the guest hangs up during login because it is still booting', async () => {
+    const server = await startServer({ hangUps: 2, banner: 'System is booting up.' });
+    const client = await login(server);
+    expect(server.connections).toBe(3);
+    expect((await execCapture(client, 'echo in')).stdout).toBe('in\n');
+
+    const stuck = await startServer({ hangUps: Infinity, banner: 'System is booting up.' });
+    const err = await login(stuck, { timeoutMs: 300 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'SSH_TIMEOUT' });
+    expect((err as Error).message).toContain('closed the connection during login: System is booting up.');
   });
 
   it('gives up with SSH_TIMEOUT naming the last failure', async () => {
@@ -321,7 +351,7 @@ describe('shell', () => {
     const client = await login(server);
     const t = fakeTerminal(true);
     const session = shell(client, { terminal: t.terminal });
-    await until(() => server.ptys.length > 0);
+    await until(() => t.rawModes.length > 0);
     server.dropAll();
     await expect(session).rejects.toMatchObject({ code: 'SSH_SESSION_FAILED' });
     expect(t.rawModes).toEqual([true, false]);
@@ -329,26 +359,41 @@ describe('shell', () => {
 });
 
 describe('OpenSSH through the generated ssh_config', () => {
+  const entry = (port: number) => ({
+    alias: 'envbox-webapp-1a2b',
+    hostName: '127.0.0.1',
+    port,
+    user: 'dev',
+    identityFile: join(dir, 'webapp-1a2b', 'id_ed25519'),
+    knownHostsFile: knownHosts,
+  });
+
   it('logs in with the env key and the pinned host key, and refuses a different host key', async () => {
     const server = await startServer();
-    const entry = {
-      alias: 'envbox-webapp-1a2b',
-      hostName: '127.0.0.1',
-      port: server.port,
-      user: 'dev',
-      identityFile: join(dir, 'webapp-1a2b', 'id_ed25519'),
-      knownHostsFile: knownHosts,
-    };
     const config = join(dir, 'ssh_config');
-    await import('node:fs/promises').then((fs) => fs.writeFile(config, renderSshConfig([entry])));
-    const ssh = (alias: string) => run('ssh', ['-F', config, '-o', 'BatchMode=yes', alias, 'echo "$HOME"; exit 5'], { timeoutMs: 10_000 });
-    const ok = await ssh(entry.alias);
-    expect(ok).toMatchObject({ code: 5, stdout: `${home}\n` });
+    const ssh = () => run('ssh', ['-F', config, '-o', 'BatchMode=yes', 'envbox-webapp-1a2b', 'echo "$HOME"; exit 5']);
+    await writeSshConfigInclude(config, [entry(server.port)]);
+    expect(await ssh()).toMatchObject({ code: 5, stdout: `${home}\n` });
 
     const impostor = await startServer({ key: await generateHostKey() });
-    await import('node:fs/promises').then((fs) => fs.writeFile(config, renderSshConfig([{ ...entry, port: impostor.port }])));
-    const refused = await ssh(entry.alias);
+    await writeSshConfigInclude(config, [entry(impostor.port)]);
+    const refused = await ssh();
     expect(refused.code).toBe(255);
-    expect(refused.stderr).toMatch(/host key .* changed|Host key verification failed/i);
+    expect(refused.stderr).toContain('Host key verification failed');
+  });
+
+  it('shares one connection between ssh calls through the control socket', async () => {
+    const server = await startServer();
+    const controlDir = join(dir, 'cm');
+    const config = join(dir, 'ssh_config_mux');
+    await writeSshConfigInclude(config, [{ ...entry(server.port) }], { controlDir });
+    const ssh = (...args: string[]) => run('ssh', ['-F', config, '-o', 'BatchMode=yes', ...args], { timeoutMs: 10_000 });
+    try {
+      expect(await ssh('envbox-webapp-1a2b', 'echo one')).toMatchObject({ code: 0, stdout: 'one\n' });
+      expect(await ssh('envbox-webapp-1a2b', 'echo two')).toMatchObject({ code: 0, stdout: 'two\n' });
+      expect(server.connections).toBe(1);
+    } finally {
+      await ssh('-O', 'exit', 'envbox-webapp-1a2b');
+    }
   });
 });

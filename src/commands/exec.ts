@@ -1,0 +1,22 @@
+import { Flags } from '@oclif/core';
+import { EnvCommand } from '../cli/base.js';
+import { openCreatedEnv } from '../core/env.js';
+import { runInGuest } from '../core/run.js';
+import { UsageError } from '../util/errors.js';
+import { guestCwd } from './ssh.js';
+
+export default class Exec extends EnvCommand {
+  static override summary = "Run a command in the guest; its exit status is env's.";
+  static override strict = false;
+  static override examples = ['<%= config.bin %> exec -- npm test', '<%= config.bin %> exec uname -a'];
+  static override flags = {
+    tty: Flags.boolean({ char: 't', description: 'Give the command a terminal.' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags, argv } = await this.parse(Exec);
+    if (argv.length === 0) throw new UsageError('USAGE', 'env exec needs a command', { hint: 'env exec -- CMD ARGS…, or env ssh for a shell' });
+    const env = await openCreatedEnv(flags.envfile);
+    process.exitCode = await runInGuest(env, argv as string[], { tty: flags.tty, cwd: guestCwd(env) });
+  }
+}

@@ -1,0 +1,20 @@
+import { EnvCommand } from '../../cli/base.js';
+import { table } from '../../cli/table.js';
+import { listImages, listRecipes } from '../../images/index.js';
+import { formatSize } from '../../util/size.js';
+
+export default class ImageList extends EnvCommand {
+  static override summary = 'List cached images and the recipes that can be built.';
+
+  async run(): Promise<void> {
+    await this.parse(ImageList);
+    const images = await listImages();
+    const recipes = await listRecipes();
+    const built = new Set(images.map((i) => i.name));
+    this.result({ images, recipes }, () => {
+      const rows = images.map((i) => [i.name, i.key, i.source, formatSize(i.sizeBytes), i.created.slice(0, 19).replace('T', ' ')]);
+      for (const r of recipes) if (!built.has(r)) rows.push([r, '-', 'recipe', '-', 'not built']);
+      return table([['IMAGE', 'KEY', 'SOURCE', 'SIZE', 'BUILT'], ...rows]);
+    });
+  }
+}

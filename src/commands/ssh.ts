@@ -1,0 +1,31 @@
+import { Flags } from '@oclif/core';
+import { relative, isAbsolute } from 'node:path';
+import { EnvCommand } from '../cli/base.js';
+import { openCreatedEnv, type Env } from '../core/env.js';
+import { runInGuest } from '../core/run.js';
+
+/** The guest folder matching the host's current folder, when that is inside a shared folder. */
+export function guestCwd(env: Env, cwd = process.cwd()): string | undefined {
+  for (const f of env.config.folders) {
+    const rel = relative(f.host, cwd);
+    if (rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))) return rel ? `${f.guest}/${rel}` : f.guest;
+  }
+  return undefined;
+}
+
+export default class Ssh extends EnvCommand {
+  static override summary = 'Open a shell in the guest, or run a command there (env ssh -- CMD ARGS…).';
+  static override description =
+    "Without a command: an interactive shell, starting in the guest folder that matches the current host folder. With one: no terminal unless -t, streams passed through, and the guest command's exit status is env's.";
+  static override strict = false;
+  static override examples = ['<%= config.bin %> ssh', '<%= config.bin %> ssh -- make test', '<%= config.bin %> ssh -t -- htop'];
+  static override flags = {
+    tty: Flags.boolean({ char: 't', description: 'Give the command a terminal.' }),
+  };
+
+  async run(): Promise<void> {
+    const { flags, argv } = await this.parse(Ssh);
+    const env = await openCreatedEnv(flags.envfile);
+    process.exitCode = await runInGuest(env, argv as string[], { tty: flags.tty, cwd: guestCwd(env) });
+  }
+}

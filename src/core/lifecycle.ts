@@ -1,0 +1,136 @@
+import type { Output } from '../cli/output.js';
+import type { GuestState } from '../providers/provider.js';
+import { getProvider } from '../providers/registry.js';
+import { EnvboxError } from '../util/errors.js';
+import { withFileLock } from '../util/lock.js';
+import { existingSpec, openEnv, type Env } from './env.js';
+import { updateSshConfigInclude } from './ssh-config.js';
+import { envDir, removeEnvDir, type EnvRecord } from './state.js';
+import { lockFile, notRunning } from './up.js';
+
+function machineOf(env: Env) {
+  const machine = env.record?.machine;
+  if (!machine) throw new EnvboxError('ENV_NOT_CREATED', `env "${env.config.name}" has not been created`, { hint: 'run env up first' });
+  return machine;
+}
+
+export async function halt(env: Env, out: Output, opts: { force: boolean; timeoutMs: number }): Promise<GuestState> {
+  const machine = machineOf(env);
+  const spec = existingSpec(env);
+  const state = await env.provider.state(spec);
+  if (state === 'stopped' || state === 'absent') return state;
+  const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
+  try {
+    if (state === 'frozen') await env.provider.unfreeze(spec, machine);
+    await env.provider.stop(spec, machine, opts);
+  } catch (err) {
+    step.fail();
+    throw err;
+  }
+  step.done();
+  return 'stopped';
+}
+
+export async function suspend(env: Env): Promise<void> {
+  const machine = machineOf(env);
+  if (!env.provider.capabilities.suspend) {
+    throw new EnvboxError('UNSUPPORTED', `${env.provider.name} envs cannot be suspended`, { hint: 'use env halt' });
+  }
+  const state = await env.provider.state(existingSpec(env));
+  if (state === 'frozen') return;
+  if (state !== 'running') throw notRunning(env);
+  await env.provider.freeze(existingSpec(env), machine);
+}
+
+export async function resume(env: Env): Promise<void> {
+  const machine = machineOf(env);
+  const state = await env.provider.state(existingSpec(env));
+  if (state === 'running') return;
+  if (state !== 'frozen') {
+    throw new EnvboxError('ENV_NOT_SUSPENDED', `env "${env.config.name}" is ${state}, not suspended`, { hint: 'env up starts a halted env' });
+  }
+  await env.provider.unfreeze(existingSpec(env), machine);
+}
+
+/** Removes the guest and everything envbox made for it: container, CoW layer, state, reservations, ssh_config entry. */
+export async function destroy(env: Env, out: Output): Promise<boolean> {
+  return withFileLock(lockFile(env.id), async () => {
+    const { readRecord } = await import('./state.js');
+    env.record = await readRecord(env.id);
+    if (!env.record) return false;
+    const step = out.step(`Destroying ${env.config.name}`);
+    try {
+      await env.provider.destroy(existingSpec(env), env.record.machine);
+      await removeEnvDir(env.id);
+      await updateSshConfigInclude();
+    } catch (err) {
+      step.fail();
+      throw err;
+    }
+    step.done();
+    return true;
+  });
+}
+
+/** `env list --prune`: destroys what is left of an env whose Envfile is gone (its config can't be read). */
+export async function pruneEnv(record: EnvRecord, out: Output): Promise<void> {
+  const provider = await getProvider(record.provider);
+  const env: Env = {
+    id: record.id,
+    dir: envDir(record.id),
+    record,
+    provider,
+    config: {
+      name: record.name,
+      provider: record.provider as Env['config']['provider'],
+      envfile: record.envfile,
+      projectDir: record.projectDir,
+      user: record.user?.name ?? 'dev',
+      folders: [],
+      network: { outbound: false },
+    } as unknown as Env['config'],
+  };
+  const step = out.step(`Removing stale env ${record.id}`);
+  await withFileLock(lockFile(env.id), async () => {
+    await provider.destroy(existingSpec(env), record.machine);
+    await removeEnvDir(record.id);
+  });
+  step.done();
+}
+
+export interface StatusReport {
+  name: string;
+  id: string;
+  provider: string;
+  state: GuestState | 'not created';
+  address: string | null;
+  envfile: string;
+  user: string;
+  image: string | null;
+  folders: { host: string; guest: string; mode: string; events: string }[];
+  ports: { host: number; guest: number; protocol: string; reverse: boolean }[];
+}
+
+export async function status(env: Env): Promise<StatusReport> {
+  const state = env.record?.machine ? await env.provider.state(existingSpec(env)) : 'not created';
+  const native = env.provider.capabilities.nativeInotify;
+  return {
+    name: env.config.name,
+    id: env.id,
+    provider: env.config.provider,
+    state,
+    address: env.record?.machine?.address ?? null,
+    envfile: env.config.envfile,
+    user: env.record?.user?.name ?? env.config.user,
+    image: env.record?.image?.name ?? null,
+    folders: env.config.folders.map((f) => ({
+      host: f.host,
+      guest: f.guest,
+      mode: f.mode,
+      events: f.events === 'off' ? 'off' : native && f.mode === 'mount' ? 'native' : 'not replayed',
+    })),
+    ports: env.config.ports.map((p) => ({ host: p.host, guest: p.guest, protocol: p.protocol, reverse: p.reverse })),
+  };
+}
+
+export { openEnv };

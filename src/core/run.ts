@@ -1,0 +1,27 @@
+import { exec, shell, shellQuote } from '../ssh/index.js';
+import { existingSpec, type Env } from './env.js';
+import { guestEnvironment, openSession } from './session.js';
+import { notRunning } from './up.js';
+
+/**
+ * `env ssh` / `env exec`: a shell when argv is empty, else argv run in the guest (in `cwd` when it
+ * exists there). Resolves with the guest command's exit status.
+ */
+export async function runInGuest(env: Env, argv: string[], opts: { tty: boolean; cwd?: string }): Promise<number> {
+  if ((await env.provider.state(existingSpec(env))) !== 'running') throw notRunning(env);
+  const client = await openSession(env);
+  try {
+    if (argv.length === 0) return await shell(client, { cwd: opts.cwd, env: guestEnvironment(env) });
+    const command = opts.cwd ? `cd ${shellQuote([opts.cwd])} 2>/dev/null; ${shellQuote(argv)}` : shellQuote(argv);
+    const size = process.stdout.columns ? { rows: process.stdout.rows, cols: process.stdout.columns, term: process.env.TERM ?? 'xterm' } : true;
+    return await exec(client, command, {
+      stdin: process.stdin,
+      stdout: process.stdout,
+      stderr: process.stderr,
+      pty: opts.tty ? size : undefined,
+      env: guestEnvironment(env),
+    });
+  } finally {
+    client.end();
+  }
+}

@@ -1,0 +1,206 @@
+import { connect as tcpConnect } from 'node:net';
+import { join } from 'node:path';
+import type { Output } from '../cli/output.js';
+import { ensureImage, type ImageInfo } from '../images/index.js';
+import type { GuestSpec, MachineRecord } from '../providers/provider.js';
+import { connect, ensureUserKey, generateHostKey, writeKnownHosts } from '../ssh/index.js';
+import { EnvboxError } from '../util/errors.js';
+import { withFileLock } from '../util/lock.js';
+import { envsDir } from '../util/paths.js';
+import { existingSpec, guestSpec, guestUser, hostKeyAlias, keyFile, knownHostsFile, type Env } from './env.js';
+import { hostProblems } from './host.js';
+import { provisionEnv } from './provision.js';
+import { waitReady } from './ready.js';
+import { updateSshConfigInclude } from './ssh-config.js';
+import { ensureEnvDir, removeEnvDir, writeRecord, type EnvRecord } from './state.js';
+import { runSteps, type StepDef } from './steps.js';
+
+export interface UpOptions {
+  /** true: run every provisioning step again; false: none; undefined: the first up only. */
+  provision?: boolean;
+}
+
+interface UpContext {
+  env: Env;
+  out: Output;
+  opts: UpOptions;
+  image?: ImageInfo;
+  spec?: GuestSpec;
+  machine?: MachineRecord;
+  /** This run created the guest (so it provisions, and a failure removes it again). */
+  created: boolean;
+  /** The guest was already running: `up` is a quick no-op. */
+  wasRunning: boolean;
+}
+
+export const lockFile = (id: string) => join(envsDir(), `${id}.lock`);
+
+/**
+ * `env up`: create or start the env, wait until a key login works, provision. Concurrent ups of one
+ * env queue on a lock; the later ones find it running and just report.
+ */
+export async function up(env: Env, out: Output, opts: UpOptions = {}): Promise<Env> {
+  return withFileLock(
+    lockFile(env.id),
+    async () => {
+      // Read again under the lock: another `env up` may have just created it.
+      const { readRecord } = await import('./state.js');
+      env.record = await readRecord(env.id);
+      const ctx: UpContext = { env, out, opts, created: false, wasRunning: false };
+      if (env.record?.machine && (await env.provider.state(existingSpec(env))) === 'running') ctx.wasRunning = true;
+      await runSteps(upSteps(), ctx, out);
+      return env;
+    },
+    { onWait: (pid) => out.info(`waiting for another envbox (pid ${pid}) working on env "${env.config.name}"…`) },
+  );
+}
+
+function upSteps(): StepDef<UpContext>[] {
+  return [
+    {
+      title: 'Checking the host',
+      skip: (c) => c.wasRunning,
+      run: async (c, step) => {
+        const changes = await hostProblems(c.env, step);
+        return changes.length ? `prepared: ${changes.join('; ')}` : undefined;
+      },
+    },
+    {
+      title: 'Image',
+      skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
+      run: async (c, step, signal) => {
+        c.image = await ensureImage(
+          c.env.config.image.packages.length ? c.env.config.image : c.env.config.image.from,
+          step,
+          signal,
+        );
+        return c.image.name;
+      },
+    },
+    {
+      title: 'Creating the guest',
+      skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
+      run: async (c, step) => {
+        const { env } = c;
+        const dir = await ensureEnvDir(env.id);
+        const userKey = await ensureUserKey(dir);
+        const hostKey = await generateHostKey();
+        const spec = guestSpec(env, { rootfs: c.image!.rootfs, authorizedKey: userKey.publicKey, hostKey });
+        const machine = await env.provider.create(spec, step);
+        c.spec = spec;
+        c.machine = machine;
+        c.created = true;
+        await writeKnownHosts(knownHostsFile(env), { publicKey: hostKey.publicKey, address: machine.address, alias: hostKeyAlias(env) });
+        const user = guestUser(env.config);
+        const record: EnvRecord = {
+          id: env.id,
+          name: env.config.name,
+          envfile: env.config.envfile,
+          projectDir: env.config.projectDir,
+          provider: env.config.provider,
+          created: new Date().toISOString(),
+          machine: machine as EnvRecord['machine'],
+          image: { key: c.image!.key, name: c.image!.name, rootfs: c.image!.rootfs },
+          user: { name: user.name, uid: user.uid, gid: user.gid, home: user.home },
+        };
+        await writeRecord(record);
+        env.record = record;
+        return {
+          summary: `${machine.address}`,
+          undo: async () => {
+            await env.provider.destroy(spec, machine);
+            await removeEnvDir(env.id);
+            env.record = undefined;
+          },
+        };
+      },
+    },
+    {
+      title: 'Starting',
+      skip: (c) => c.wasRunning,
+      run: async (c, step) => {
+        const spec = c.spec ?? existingSpec(c.env);
+        const machine = c.machine ?? c.env.record!.machine!;
+        await c.env.provider.start(spec, machine, step);
+        return { undo: c.created ? undefined : () => c.env.provider.stop(spec, machine, { timeoutMs: 5000, force: true }) };
+      },
+    },
+    {
+      title: 'Waiting for SSH',
+      skip: (c) => c.wasRunning,
+      run: async (c, step, signal) => {
+        const started = Date.now();
+        await waitReady(readinessChecks(c.env), { timeoutMs: 60_000, signal, onCheck: (d) => step.update(d) });
+        return `${((Date.now() - started) / 1000).toFixed(1)}s`;
+      },
+    },
+    {
+      title: 'Provisioning',
+      skip: (c) =>
+        c.env.config.provision.length === 0 || c.opts.provision === false || (c.opts.provision === undefined && !c.created && c.wasRunning),
+      run: async (c, step) => {
+        const ran = await provisionEnv(c.env, c.out, step, { all: c.opts.provision === true });
+        return ran === 0 ? 'nothing to do' : `${ran} step${ran === 1 ? '' : 's'}`;
+      },
+    },
+    {
+      title: 'SSH config',
+      skip: (c) => c.wasRunning,
+      run: async () => {
+        await updateSshConfigInclude();
+      },
+    },
+  ];
+}
+
+/** What "ready" means for a guest, in order; each says what to look at when it never passes. */
+export function readinessChecks(env: Env) {
+  const address = () => env.record!.machine!.address;
+  return [
+    {
+      description: 'the guest is running',
+      hint: `env logs may say why it stopped; try env halt && env up`,
+      check: async () => (await env.provider.state(existingSpec(env))) === 'running',
+    },
+    {
+      description: 'sshd accepts connections',
+      hint: `the guest runs but nothing listens on ${address()}:22; look at the guest's console log in ${env.dir}`,
+      check: () => tcpReachable(address(), 22),
+    },
+    {
+      description: 'the env key logs in',
+      hint: 'sshd answers but refuses the env key; env destroy && env up recreates it',
+      check: async () => {
+        const { readFile } = await import('node:fs/promises');
+        const client = await connect({
+          host: address(),
+          username: env.config.user,
+          privateKey: await readFile(keyFile(env)),
+          knownHostsFile: knownHostsFile(env),
+          hostAlias: hostKeyAlias(env),
+          envName: env.config.name,
+          timeoutMs: 5_000,
+        });
+        client.end();
+        return true;
+      },
+    },
+  ];
+}
+
+function tcpReachable(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host, port, timeout: 1000 });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.once('timeout', () => done(false));
+  });
+}
+
+export function notRunning(env: Env): EnvboxError {
+  return new EnvboxError('ENV_NOT_RUNNING', `env "${env.config.name}" is not running`, { hint: 'run env up' });
+}
