@@ -1,7 +1,5 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { openEnv } from '../core/env.js';
-import { destroy } from '../core/lifecycle.js';
 import { UsageError } from '../util/errors.js';
 
 export default class Destroy extends EnvCommand {
@@ -11,6 +9,8 @@ export default class Destroy extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { openEnv } = await import('../core/env.js');
+    const { destroy } = await import('../core/lifecycle.js');
     const { flags } = await this.parse(Destroy);
     const env = await openEnv(flags.envfile);
     if (!env.record) {

@@ -1,11 +1,11 @@
 import { EnvCommand } from '../cli/base.js';
 import type { HostCheck } from '../providers/provider.js';
-import { getProvider, providerNames } from '../providers/registry.js';
 
 export default class Doctor extends EnvCommand {
   static override summary = 'What this host has and lacks, per provider, and the command that fixes each gap.';
 
   async run(): Promise<void> {
+    const { getProvider, providerNames } = await import('../providers/registry.js');
     await this.parse(Doctor);
     const providers: { provider: string; checks: HostCheck[] }[] = [];
     for (const name of providerNames()) {

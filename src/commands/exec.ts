@@ -1,9 +1,6 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { openCreatedEnv } from '../core/env.js';
-import { runInGuest } from '../core/run.js';
 import { UsageError } from '../util/errors.js';
-import { guestCwd } from './ssh.js';
 
 export default class Exec extends EnvCommand {
   static override summary = "Run a command in the guest; its exit status is env's.";
@@ -14,6 +11,8 @@ export default class Exec extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { openCreatedEnv } = await import('../core/env.js');
+    const { guestCwd, runInGuest } = await import('../core/run.js');
     const { flags, argv } = await this.parse(Exec);
     if (argv.length === 0) throw new UsageError('USAGE', 'env exec needs a command', { hint: 'env exec -- CMD ARGS…, or env ssh for a shell' });
     const env = await openCreatedEnv(flags.envfile);

@@ -1,7 +1,5 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { openCreatedEnv } from '../core/env.js';
-import { halt } from '../core/lifecycle.js';
 
 export default class Halt extends EnvCommand {
   static override summary = 'Shut the guest down cleanly (forced after --timeout seconds).';
@@ -11,6 +9,8 @@ export default class Halt extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { openCreatedEnv } = await import('../core/env.js');
+    const { halt } = await import('../core/lifecycle.js');
     const { flags } = await this.parse(Halt);
     const env = await openCreatedEnv(flags.envfile);
     const state = await halt(env, this.out, { force: flags.force, timeoutMs: flags.timeout * 1000 });

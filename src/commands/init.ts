@@ -1,14 +1,16 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { defaultAnswers, type InitAnswers, listTemplates, renderEnvfile, writeEnvfile } from '../core/init.js';
-import { envfileSchema } from '../envfile/schema.js';
+import type { InitAnswers, Template } from '../core/init.js';
 import { UsageError } from '../util/errors.js';
 
-const nameSchema = envfileSchema.shape.name.unwrap();
-
-function checkName(name: string): string | true {
-  const r = nameSchema.safeParse(name);
-  return r.success ? true : r.error.issues[0]!.message;
+/** true, or why `name` can't be an env name (the Envfile schema's own check). */
+async function nameChecker(): Promise<(name: string) => string | true> {
+  const { envfileSchema } = await import('../envfile/schema.js');
+  const nameSchema = envfileSchema.shape.name.unwrap();
+  return (name) => {
+    const r = nameSchema.safeParse(name);
+    return r.success ? true : r.error.issues[0]!.message;
+  };
 }
 
 function parsePorts(text: string): number[] | string {
@@ -35,6 +37,8 @@ export default class Init extends EnvCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(Init);
+    const { defaultAnswers, listTemplates, renderEnvfile, writeEnvfile } = await import('../core/init.js');
+    const checkName = await nameChecker();
     const templates = await listTemplates();
     const chosen = flags.template ?? 'debian';
     const template = templates.find((t) => t.name === chosen);
@@ -57,7 +61,7 @@ export default class Init extends EnvCommand {
     }
     if (flags.provider) answers.provider = flags.provider as InitAnswers['provider'];
     const interactive = !flags.yes && !flags.json && process.stdin.isTTY && process.stdout.isTTY;
-    if (interactive) answers = await ask(answers, templates, { template: flags.template, ports: flags.port });
+    if (interactive) answers = await ask(answers, templates, checkName, { template: flags.template, ports: flags.port });
     const path = await writeEnvfile(folder, await renderEnvfile(answers), flags.force);
     this.result({ envfile: path, ...answers }, () => `Wrote ${path} (template ${answers.template}). Next: env up`);
   }
@@ -65,7 +69,8 @@ export default class Init extends EnvCommand {
 
 async function ask(
   start: InitAnswers,
-  templates: Awaited<ReturnType<typeof listTemplates>>,
+  templates: Template[],
+  checkName: (name: string) => string | true,
   given: { template?: string; ports?: number[] },
 ): Promise<InitAnswers> {
   const { input, select } = await import('@inquirer/prompts');

@@ -1,7 +1,5 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { pruneEnv } from '../core/lifecycle.js';
-import { listEnvs } from '../core/state.js';
 import { table } from '../cli/table.js';
 
 export default class List extends EnvCommand {
@@ -13,6 +11,8 @@ export default class List extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { pruneEnv } = await import('../core/lifecycle.js');
+    const { listEnvs } = await import('../core/state.js');
     const { flags } = await this.parse(List);
     let envs = await listEnvs();
     if (flags.prune) {

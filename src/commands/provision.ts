@@ -1,7 +1,5 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { openCreatedEnv } from '../core/env.js';
-import { provisionEnv } from '../core/provision.js';
 import { UsageError } from '../util/errors.js';
 
 export default class Provision extends EnvCommand {
@@ -11,6 +9,8 @@ export default class Provision extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { openCreatedEnv } = await import('../core/env.js');
+    const { provisionEnv } = await import('../core/provision.js');
     const { flags } = await this.parse(Provision);
     const env = await openCreatedEnv(flags.envfile);
     const bad = flags.step?.find((n) => n > env.config.provision.length);

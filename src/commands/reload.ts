@@ -1,8 +1,5 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { openCreatedEnv } from '../core/env.js';
-import { halt, status } from '../core/lifecycle.js';
-import { up } from '../core/up.js';
 
 export default class Reload extends EnvCommand {
   static override summary = 'Halt and start the env again (picks up Envfile changes to folders and limits).';
@@ -11,6 +8,9 @@ export default class Reload extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { openCreatedEnv } = await import('../core/env.js');
+    const { halt, status } = await import('../core/lifecycle.js');
+    const { up } = await import('../core/up.js');
     const { flags } = await this.parse(Reload);
     const env = await openCreatedEnv(flags.envfile);
     await halt(env, this.out, { force: false, timeoutMs: 30_000 });

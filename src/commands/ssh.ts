@@ -1,17 +1,5 @@
 import { Flags } from '@oclif/core';
-import { relative, isAbsolute } from 'node:path';
 import { EnvCommand } from '../cli/base.js';
-import { openCreatedEnv, type Env } from '../core/env.js';
-import { runInGuest } from '../core/run.js';
-
-/** The guest folder matching the host's current folder, when that is inside a shared folder. */
-export function guestCwd(env: Env, cwd = process.cwd()): string | undefined {
-  for (const f of env.config.folders) {
-    const rel = relative(f.host, cwd);
-    if (rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))) return rel ? `${f.guest}/${rel}` : f.guest;
-  }
-  return undefined;
-}
 
 export default class Ssh extends EnvCommand {
   static override summary = 'Open a shell in the guest, or run a command there (env ssh -- CMD ARGS…).';
@@ -24,6 +12,8 @@ export default class Ssh extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { openCreatedEnv } = await import('../core/env.js');
+    const { guestCwd, runInGuest } = await import('../core/run.js');
     const { flags, argv } = await this.parse(Ssh);
     const env = await openCreatedEnv(flags.envfile);
     process.exitCode = await runInGuest(env, argv as string[], { tty: flags.tty, cwd: guestCwd(env) });

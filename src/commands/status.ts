@@ -1,12 +1,12 @@
 import { EnvCommand } from '../cli/base.js';
 import { table } from '../cli/table.js';
-import { openEnv } from '../core/env.js';
-import { status } from '../core/lifecycle.js';
 
 export default class Status extends EnvCommand {
   static override summary = "The env's state, address, folders and ports.";
 
   async run(): Promise<void> {
+    const { openEnv } = await import('../core/env.js');
+    const { status } = await import('../core/lifecycle.js');
     const { flags } = await this.parse(Status);
     const report = await status(await openEnv(flags.envfile));
     this.result({ env: report }, () => {

@@ -1,8 +1,5 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
-import { openEnv } from '../core/env.js';
-import { status } from '../core/lifecycle.js';
-import { up } from '../core/up.js';
 
 export default class Up extends EnvCommand {
   static override summary = 'Create or start the env, then provision it the first time.';
@@ -13,6 +10,9 @@ export default class Up extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { openEnv } = await import('../core/env.js');
+    const { status } = await import('../core/lifecycle.js');
+    const { up } = await import('../core/up.js');
     const { flags } = await this.parse(Up);
     const env = await up(await openEnv(flags.envfile), this.out, { provision: flags.provision });
     const report = await status(env);

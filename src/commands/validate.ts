@@ -1,5 +1,4 @@
 import { EnvCommand } from '../cli/base.js';
-import { checkEnvfile, EnvfileInvalidError, findEnvfile } from '../envfile/index.js';
 
 export default class Validate extends EnvCommand {
   static override summary = 'Check the Envfile and report every problem at once.';
@@ -8,6 +7,7 @@ export default class Validate extends EnvCommand {
   static override examples = ['<%= config.bin %> validate', '<%= config.bin %> validate --envfile ../other/Envfile --json'];
 
   async run(): Promise<void> {
+    const { checkEnvfile, EnvfileInvalidError, findEnvfile } = await import('../envfile/index.js');
     const { flags } = await this.parse(Validate);
     const path = findEnvfile(flags.envfile);
     const { loaded, problems, config } = await checkEnvfile(path);

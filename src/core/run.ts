@@ -1,3 +1,4 @@
+import { isAbsolute, relative } from 'node:path';
 import { exec, shell, shellQuote } from '../ssh/index.js';
 import { existingSpec, type Env } from './env.js';
 import { guestEnvironment, openSession } from './session.js';
@@ -24,4 +25,13 @@ export async function runInGuest(env: Env, argv: string[], opts: { tty: boolean;
   } finally {
     client.end();
   }
+}
+
+/** The guest folder matching the host's current folder, when that is inside a shared folder. */
+export function guestCwd(env: Env, cwd = process.cwd()): string | undefined {
+  for (const f of env.config.folders) {
+    const rel = relative(f.host, cwd);
+    if (rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))) return rel ? `${f.guest}/${rel}` : f.guest;
+  }
+  return undefined;
 }

@@ -5,35 +5,20 @@
  *     listen(port: number, host = '127.0.0.1'): Promise<number>   resolves the bound port
  *     close(): Promise<void>                                        drops every connection
  *     stats(): { active: number; total: number; refused: number }
+ *   plus Dialer, DialError, DialErrorKind, Target and RELAY_BUFFER_BYTES from ./dial.ts
  *
- * The server never opens a connection itself: `dial` reaches (host, port) as seen from inside
- * the guest — a network namespace for containers, an SSH channel for VMs. Domain names are
- * handed over unresolved so the guest's resolver (and /etc/hosts, and `localhost`) applies.
- * A dialer resolves once the stream is connected, honours the AbortSignal, and rejects with a
- * DialError (or a Node errno error) so the client gets the matching reply code. Streams made
- * with RELAY_BUFFER_BYTES as highWaterMark relay several times faster than the 16 KiB default.
+ * The server never opens a connection itself; it hands every CONNECT to `options.dial`, with
+ * domain names unresolved so the guest's resolver (and /etc/hosts, and `localhost`) applies.
+ * Hostile clients (garbage, SOCKS4, stalls, floods) only ever cost their own connection.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { pipeline, type Duplex } from 'node:stream';
+import { DialError, RELAY_BUFFER_BYTES, replyFor, type Dialer } from './dial.js';
 import * as wire from './protocol.js';
-import { Reply, type ReplyCode, type Target } from './protocol.js';
+import { Reply, type Target } from './protocol.js';
 
-export type { Target } from './protocol.js';
-export type DialErrorKind = 'refused' | 'unreachable' | 'timeout' | 'dns' | 'network' | 'failure';
-
-export class DialError extends Error {
-  constructor(
-    readonly kind: DialErrorKind,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'DialError';
-  }
-}
-
-export type Dialer = (target: Target, signal: AbortSignal) => Promise<Duplex>;
+export { DialError, RELAY_BUFFER_BYTES, type Dialer, type DialErrorKind, type Target } from './dial.js';
 
 export interface SocksEvent {
   type: 'listening' | 'refused' | 'rejected' | 'connected' | 'closed' | 'error';
@@ -60,34 +45,8 @@ export interface SocksServer {
   stats(): { active: number; total: number; refused: number };
 }
 
-export const RELAY_BUFFER_BYTES = 1 << 20;
 // A refused client gets this long to read the reply and hang up before it is cut off.
 const LINGER_MS = 2_000;
-
-const DIAL_REPLY: Record<DialErrorKind, ReplyCode> = {
-  refused: Reply.connectionRefused,
-  unreachable: Reply.hostUnreachable,
-  timeout: Reply.ttlExpired,
-  dns: Reply.hostUnreachable,
-  network: Reply.networkUnreachable,
-  failure: Reply.generalFailure,
-};
-// Dialers built on net.connect or ssh2 reject with errno codes; they mean the same things.
-const ERRNO_REPLY: Record<string, ReplyCode> = {
-  ECONNREFUSED: Reply.connectionRefused,
-  EHOSTUNREACH: Reply.hostUnreachable,
-  EHOSTDOWN: Reply.hostUnreachable,
-  ENOTFOUND: Reply.hostUnreachable,
-  EAI_AGAIN: Reply.hostUnreachable,
-  ENETUNREACH: Reply.networkUnreachable,
-  ETIMEDOUT: Reply.ttlExpired,
-};
-
-function replyFor(err: unknown): ReplyCode {
-  if (err instanceof DialError) return DIAL_REPLY[err.kind];
-  const code = (err as { code?: unknown } | null)?.code;
-  return (typeof code === 'string' && ERRNO_REPLY[code]) || Reply.generalFailure;
-}
 
 const digest = (bytes: Uint8Array | string): Buffer => createHash('sha256').update(bytes).digest();
 const EMPTY: Buffer = Buffer.alloc(0);
@@ -104,7 +63,7 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
   let refused = 0;
 
   // Half-open so a client's FIN reaches the guest while the reply is still streaming back.
-  const server = net.createServer({ allowHalfOpen: false, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
+  const server = net.createServer({ allowHalfOpen: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
     if (sockets.size >= maxConnections) {
       refused++;
       emit({ type: 'refused', peer: peerOf(socket), reason: 'too many connections' });
@@ -124,7 +83,6 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
     let pending: Buffer = EMPTY;
     let target: Target | undefined;
     let dialing: AbortController | undefined;
-    let upstream: Duplex | undefined;
     let timer = setTimeout(() => drop('handshake timed out'), handshakeTimeoutMs);
 
     socket.setNoDelay(true);
@@ -134,7 +92,6 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
     socket.once('close', () => {
       clearTimeout(timer);
       dialing?.abort();
-      upstream?.destroy();
       emit({ type: 'closed', peer, target, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten });
     });
 
@@ -180,7 +137,8 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
           const request = wire.parseRequest(pending);
           if (request.status === 'more') return;
           if (request.status === 'reject') {
-            return request.reply === undefined ? drop(request.reason) : refuse(wire.encodeReply(request.reply), request.reason);
+            if (request.reply === undefined) return drop(request.reason);
+            return refuse(wire.encodeReply(request.reply), request.reason);
           }
           pending = pending.subarray(request.size);
           return dial(request.value);
@@ -215,7 +173,6 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
       phase = 'relay';
       clearTimeout(timer);
       dialing = undefined;
-      upstream = stream;
       socket.off('data', onData);
       socket.off('end', onEnd);
       socket.pause();
@@ -238,7 +195,9 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
       clearTimeout(timer);
       timer = setTimeout(() => socket.destroy(), LINGER_MS);
       socket.end(reply);
-      socket.resume(); // drain what the client still sends so its FIN is seen and the reply not reset
+      // Keep reading (the dial may have paused at the early-data cap): unread input would turn
+      // our FIN into a reset that can discard the reply, and the client's FIN must be seen.
+      socket.resume();
     }
 
     function drop(reason: string): void {
@@ -269,7 +228,7 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
 }
 
 function checkedCredentials(auth: { username: string; password: string }): { username: Buffer; password: Buffer } {
-  for (const [name, value] of Object.entries(auth)) {
+  for (const [name, value] of [['username', auth.username], ['password', auth.password]] as const) {
     const length = Buffer.byteLength(value);
     if (length < 1 || length > 255) throw new RangeError(`SOCKS ${name} must be 1–255 bytes, got ${length}`);
   }
@@ -278,7 +237,9 @@ function checkedCredentials(auth: { username: string; password: string }): { use
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value <= 0) throw new RangeError(`SOCKS ${name} must be a positive integer, got ${value}`);
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new RangeError(`SOCKS ${name} must be a positive integer, got ${value}`);
+  }
   return value;
 }
 

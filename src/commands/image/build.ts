@@ -1,7 +1,5 @@
 import { Args, Flags } from '@oclif/core';
 import { EnvCommand } from '../../cli/base.js';
-import { buildImage } from '../../images/index.js';
-import { formatSize } from '../../util/size.js';
 
 export default class ImageBuild extends EnvCommand {
   static override summary = 'Build an image from its recipe (env up does this when needed).';
@@ -12,6 +10,8 @@ export default class ImageBuild extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { buildImage } = await import('../../images/index.js');
+    const { formatSize } = await import('../../util/size.js');
     const { args, flags } = await this.parse(ImageBuild);
     const ref = flags.package?.length ? { from: args.name, packages: flags.package } : args.name;
     const step = this.out.step(`Building image ${args.name}`);

@@ -1,7 +1,5 @@
 import { Args } from '@oclif/core';
 import { EnvCommand } from '../../cli/base.js';
-import { importImage } from '../../images/index.js';
-import { formatSize } from '../../util/size.js';
 
 export default class ImageImport extends EnvCommand {
   static override summary = 'Import a root filesystem tarball (.tar, .tar.gz, .tar.zst) as an image.';
@@ -12,6 +10,8 @@ export default class ImageImport extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { importImage } = await import('../../images/index.js');
+    const { formatSize } = await import('../../util/size.js');
     const { args } = await this.parse(ImageImport);
     const step = this.out.step(`Importing ${args.file}`);
     try {

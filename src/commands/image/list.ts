@@ -1,12 +1,12 @@
 import { EnvCommand } from '../../cli/base.js';
 import { table } from '../../cli/table.js';
-import { listImages, listRecipes } from '../../images/index.js';
-import { formatSize } from '../../util/size.js';
 
 export default class ImageList extends EnvCommand {
   static override summary = 'List cached images and the recipes that can be built.';
 
   async run(): Promise<void> {
+    const { listImages, listRecipes } = await import('../../images/index.js');
+    const { formatSize } = await import('../../util/size.js');
     await this.parse(ImageList);
     const images = await listImages();
     const recipes = await listRecipes();

@@ -1,7 +1,5 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../../cli/base.js';
-import { listEnvs } from '../../core/state.js';
-import { pruneImages } from '../../images/index.js';
 
 export default class ImagePrune extends EnvCommand {
   static override summary = 'Remove cached images no env uses, and leftovers of interrupted builds.';
@@ -10,6 +8,8 @@ export default class ImagePrune extends EnvCommand {
   };
 
   async run(): Promise<void> {
+    const { listEnvs } = await import('../../core/state.js');
+    const { pruneImages } = await import('../../images/index.js');
     const { flags } = await this.parse(ImagePrune);
     const inUse = new Set((await listEnvs()).map((e) => e.record.image?.key).filter((k): k is string => Boolean(k)));
     const removed = await pruneImages(inUse, { imports: flags.imports });

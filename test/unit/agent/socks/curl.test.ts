@@ -51,7 +51,8 @@ describe('curl through the SOCKS5 proxy', () => {
     const proxy = await startProxy({ auth: { username: 'dev', password: 'pa:ss' } });
     for (const flag of ['--socks5', '--socks5-hostname']) {
       const host = flag === '--socks5' ? '127.0.0.1' : 'app.guest';
-      const result = await curl([flag, `127.0.0.1:${proxy.port}`, '--proxy-user', 'dev:pa:ss', `http://${host}:${web}/in`]);
+      const url = `http://${host}:${web}/in`;
+      const result = await curl([flag, `127.0.0.1:${proxy.port}`, '--proxy-user', 'dev:pa:ss', url]);
       expect(result).toEqual({ code: 0, stdout: 'hello from the guest: /in', stderr: '' });
     }
     await settled(proxy);

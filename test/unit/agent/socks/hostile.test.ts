@@ -78,7 +78,9 @@ describe('hostile clients', () => {
       client.socket.write(Buffer.from([byte]));
       await tick();
     }
-    expect(await client.read(2 + 2 + 10)).toMatchObject({ 0: 5, 1: 2, 2: 1, 3: 0, 4: 5, 5: 0 });
+    const bound = proxy.sockets[0]!.localPort!;
+    const replies = [5, 2, 1, 0, 5, 0, 0, 1, 127, 0, 0, 1, bound >> 8, bound & 0xff];
+    expect(await client.read(replies.length)).toEqual(Buffer.from(replies));
     expect((await client.read(2)).toString()).toBe('hi');
     expect(proxy.dialed).toEqual([{ host: 'app.guest', port: echo, kind: 'domain' }]);
   });
@@ -127,7 +129,8 @@ describe('hostile clients', () => {
     const dial = loopbackDialer(dialed, sockets);
     const proxy = await startProxy({
       connectTimeoutMs: 50,
-      dial: (target) => new Promise((resolve) => setTimeout(() => resolve(dial(target, new AbortController().signal)), 150)),
+      dial: (target) =>
+        new Promise((resolve) => setTimeout(() => resolve(dial(target, new AbortController().signal)), 150)),
     });
     const client = await rawClient(proxy.port);
     client.socket.write(Buffer.concat([Buffer.from([5, 1, 0]), connectRequest('app.guest', echo)]));
@@ -139,7 +142,11 @@ describe('hostile clients', () => {
   it('refuses connections beyond maxConnections and serves again once one leaves', async () => {
     const echo = await startEcho();
     const events: SocksEvent[] = [];
-    const proxy = await startProxy({ maxConnections: 3, auth: { username: 'dev', password: 'pw' }, onEvent: (e) => events.push(e) });
+    const proxy = await startProxy({
+      maxConnections: 3,
+      auth: { username: 'dev', password: 'pw' },
+      onEvent: (e) => events.push(e),
+    });
     const idle = await Promise.all([1, 2, 3].map(() => rawClient(proxy.port)));
     await vi.waitFor(() => expect(proxy.server.stats().active).toBe(3));
     const flood = await Promise.all([1, 2, 3, 4, 5].map(() => rawClient(proxy.port)));

@@ -31,7 +31,9 @@ export function loopbackDialer(dialed: Target[], sockets: net.Socket[]): Dialer 
     new Promise((resolve, reject) => {
       dialed.push(target);
       const host = target.kind === 'domain' ? GUEST_NAMES[target.host] : target.host;
-      if (host === undefined) return reject(Object.assign(new Error(`no guest name ${target.host}`), { code: 'ENOTFOUND' }));
+      if (host === undefined) {
+        return reject(Object.assign(new Error(`no guest name ${target.host}`), { code: 'ENOTFOUND' }));
+      }
       // Node 20 honours highWaterMark here but @types/node 20 does not list it yet.
       const options = { host, port: target.port, signal, highWaterMark: RELAY_BUFFER_BYTES };
       const socket = net.connect(options);

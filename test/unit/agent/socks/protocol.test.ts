@@ -52,8 +52,8 @@ describe('parseRequest', () => {
     ['IPv4', [1, 10, 0, 3, 15], { host: '10.0.3.15', port: 8080, kind: 'ipv4' }],
     ['IPv6', [4, ...parseIPv6('fd42::5')], { host: 'fd42::5', port: 8080, kind: 'ipv6' }],
     ['a domain, unresolved', [3, 9, ...Buffer.from('app.guest')], { host: 'app.guest', port: 8080, kind: 'domain' }],
-    ['an IPv4 literal sent as a domain', [3, 9, ...Buffer.from('127.0.0.1')], { host: '127.0.0.1', port: 8080, kind: 'ipv4' }],
-    ['an IPv6 literal sent as a domain', [3, 3, ...Buffer.from('::1')], { host: '::1', port: 8080, kind: 'ipv6' }],
+    ['an IPv4 literal as a domain', [3, 9, ...Buffer.from('127.0.0.1')], { host: '127.0.0.1', port: 8080, kind: 'ipv4' }],
+    ['an IPv6 literal as a domain', [3, 3, ...Buffer.from('::1')], { host: '::1', port: 8080, kind: 'ipv6' }],
   ])('parses %s', (_, address, target) => {
     const message = Buffer.from([5, 1, 0, ...address, ...port]);
     expectIncremental(parseRequest, message);

@@ -59,7 +59,8 @@ describe('SOCKS5 CONNECT through the real socks client', () => {
     const echo = await startEcho();
     const proxy = await startProxy();
     const client = await rawClient(proxy.port);
-    client.socket.write(Buffer.concat([Buffer.from([5, 1, 0]), connectRequest('127.0.0.1', echo), Buffer.from('early')]));
+    const greeting = Buffer.from([5, 1, 0]);
+    client.socket.write(Buffer.concat([greeting, connectRequest('127.0.0.1', echo), Buffer.from('early')]));
     expect(await client.read(2)).toEqual(Buffer.from([5, 0]));
     const reply = await client.read(10);
     const dialed = proxy.sockets[0]!;
