@@ -1,6 +1,6 @@
 import { UsageError } from '../util/errors.js';
 import { applyDefaults, type EnvConfig } from './defaults.js';
-import { findEnvfile, loadEnvfile, type LoadedEnvfile } from './load.js';
+import { findEnvfile, loadEnvfile, positionOf, type LoadedEnvfile } from './load.js';
 import { formatProblem, type Problem } from './problem.js';
 import type { EnvfileInput } from './schema.js';
 import { validateEnvfile } from './validate.js';
@@ -34,7 +34,24 @@ export async function checkEnvfile(path: string, opts: { isRoot?: boolean } = {}
   if (problems.length) return { loaded, problems, config: undefined };
   const found = validateEnvfile(loaded, opts);
   if (found.length) return { loaded, problems: found, config: undefined };
-  return { loaded, problems: [], config: applyDefaults(loaded.data as EnvfileInput, loaded.path) };
+  const config = applyDefaults(loaded.data as EnvfileInput, loaded.path);
+  const imageProblem = await checkImage(loaded, config);
+  if (imageProblem) return { loaded, problems: [imageProblem], config: undefined };
+  return { loaded, problems: [], config };
+}
+
+/** The image must be a recipe or an imported image (no build happens here). */
+async function checkImage(loaded: LoadedEnvfile, config: EnvConfig): Promise<Problem | undefined> {
+  const { resolveImage } = await import('../images/index.js');
+  try {
+    await resolveImage(config.image.packages.length ? config.image : config.image.from);
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    const path = typeof (loaded.data as { image?: unknown }).image === 'object' ? ['image', 'from'] : ['image'];
+    const pos = positionOf(loaded, (loaded.data as { image?: unknown }).image === undefined ? [] : path);
+    return { file: loaded.display, ...pos, path: path.join('.'), message: `${err.message}${err.hint ? `; ${err.hint}` : ''}` };
+  }
 }
 
 /** For every command but `validate`: find, check, and throw EnvfileInvalidError on any problem. */

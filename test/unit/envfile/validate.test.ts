@@ -142,6 +142,13 @@ const CASES: { name: string; yaml: string; problems: string[]; files?: Record<st
     ],
   },
   {
+    name: 'an image that is neither a recipe nor imported',
+    yaml: 'image: debian/bookwork\n',
+    problems: [
+      'Envfile:1:8 image: unknown image "debian/bookwork" — did you mean debian/bookworm?; use one of: debian/bookworm, node/bookworm, postgres/bookworm, python/bookworm (or add one with env image import)',
+    ],
+  },
+  {
     name: 'YAML syntax errors are positioned',
     yaml: 'name: web\nports: [8000\n',
     problems: ['Envfile:3:1 Flow sequence in block collection must be sufficiently indented and end with a ] — fix the YAML syntax'],
