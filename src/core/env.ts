@@ -81,3 +81,5 @@ export function existingSpec(env: Env): GuestSpec {
 export const keyFile = (env: Env) => join(env.dir, 'id_ed25519');
 export const knownHostsFile = (env: Env) => join(env.dir, 'known_hosts');
 export const hostKeyAlias = (env: Env) => `envbox-${env.id}`;
+/** Where the guest's sshd is reached. */
+export const sshEndpoint = (env: Env) => ({ host: env.record!.machine!.address, port: Number(env.record!.machine!.sshPort ?? 22) });

@@ -14,7 +14,7 @@ function entry(record: EnvRecord, alias: string): SshConfigEntry {
     alias,
     hostKeyAlias: hostKeyAlias(env),
     hostName: record.machine!.address,
-    port: 22,
+    port: Number(record.machine!.sshPort ?? 22),
     user: record.user?.name ?? 'dev',
     identityFile: keyFile(env),
     knownHostsFile: knownHostsFile(env),

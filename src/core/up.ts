@@ -3,13 +3,14 @@ import { join } from 'node:path';
 import type { Output } from '../cli/output.js';
 import { ensureImage, type ImageInfo } from '../images/index.js';
 import type { GuestSpec, MachineRecord } from '../providers/provider.js';
-import { connect, ensureUserKey, generateHostKey, writeKnownHosts } from '../ssh/index.js';
+import { ensureUserKey, generateHostKey, writeKnownHosts } from '../ssh/index.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
 import { envsDir } from '../util/paths.js';
-import { existingSpec, guestSpec, guestUser, hostKeyAlias, keyFile, knownHostsFile, type Env } from './env.js';
+import { existingSpec, guestSpec, guestUser, hostKeyAlias, knownHostsFile, sshEndpoint, type Env } from './env.js';
 import { hostProblems } from './host.js';
 import { provisionEnv } from './provision.js';
+import { openSession } from './session.js';
 import { waitReady } from './ready.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { ensureEnvDir, removeEnvDir, writeRecord, type EnvRecord } from './state.js';
@@ -90,7 +91,12 @@ function upSteps(): StepDef<UpContext>[] {
         c.spec = spec;
         c.machine = machine;
         c.created = true;
-        await writeKnownHosts(knownHostsFile(env), { publicKey: hostKey.publicKey, address: machine.address, alias: hostKeyAlias(env) });
+        await writeKnownHosts(knownHostsFile(env), {
+          publicKey: hostKey.publicKey,
+          address: machine.address,
+          port: machine.sshPort ?? 22,
+          alias: hostKeyAlias(env),
+        });
         const user = guestUser(env.config);
         const record: EnvRecord = {
           id: env.id,
@@ -155,7 +161,7 @@ function upSteps(): StepDef<UpContext>[] {
 
 /** What "ready" means for a guest, in order; each says what to look at when it never passes. */
 export function readinessChecks(env: Env) {
-  const address = () => env.record!.machine!.address;
+  const where = () => sshEndpoint(env);
   return [
     {
       description: 'the guest is running',
@@ -164,23 +170,14 @@ export function readinessChecks(env: Env) {
     },
     {
       description: 'sshd accepts connections',
-      hint: `the guest runs but nothing listens on ${address()}:22; look at the guest's console log in ${env.dir}`,
-      check: () => tcpReachable(address(), 22),
+      hint: `the guest runs but nothing listens on ${where().host}:${where().port}; look at the guest's console log in ${env.dir}`,
+      check: () => tcpReachable(where().host, where().port),
     },
     {
       description: 'the env key logs in',
       hint: 'sshd answers but refuses the env key; env destroy && env up recreates it',
       check: async () => {
-        const { readFile } = await import('node:fs/promises');
-        const client = await connect({
-          host: address(),
-          username: env.config.user,
-          privateKey: await readFile(keyFile(env)),
-          knownHostsFile: knownHostsFile(env),
-          hostAlias: hostKeyAlias(env),
-          envName: env.config.name,
-          timeoutMs: 5_000,
-        });
+        const client = await openSession(env, 5_000);
         client.end();
         return true;
       },

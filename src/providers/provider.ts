@@ -64,6 +64,8 @@ export type GuestState = 'running' | 'stopped' | 'frozen' | 'absent';
 export interface MachineRecord {
   /** Guest address the host reaches it on (for SSH and forwards). */
   address: string;
+  /** Port sshd is reached on at `address` (default 22; e.g. a host-side forward for user-mode VM networking). */
+  sshPort?: number;
   /** Provider-specific facts (idmap range, bridge, …), kept opaque to core. */
   [key: string]: unknown;
 }
