@@ -19,7 +19,7 @@ export async function openEnv(envfileFlag: string | undefined): Promise<Env> {
   const config = await readEnvfile(envfileFlag);
   const id = envId(config.name, config.envfile);
   const record = await readRecord(id);
-  const provider = await getProvider(record?.provider ?? config.provider);
+  const provider = await getProvider(record?.provider ?? config.provider, { remote: config.remote });
   return { config, id, dir: envDir(id), record, provider };
 }
 

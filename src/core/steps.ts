@@ -9,6 +9,9 @@ export interface StepDef<C> {
   title: string;
   /** Skip the step (no output) when this says so. */
   skip?: (ctx: C) => boolean;
+  /** Once this step has succeeded, earlier steps are kept even if a later one fails (e.g. the guest is up: a
+   * failing provisioning step leaves it running to be looked into). */
+  commit?: boolean;
   run: (ctx: C, step: Step, signal: AbortSignal) => Promise<void | string | { summary?: string; undo?: () => Promise<void> }>;
 }
 
@@ -27,6 +30,7 @@ export async function runSteps<C>(steps: StepDef<C>[], ctx: C, out: Output): Pro
         const result = await Promise.race([def.run(ctx, step, controller.signal), abortedPromise(controller.signal)]);
         const summary = typeof result === 'string' ? result : result?.summary;
         if (result && typeof result === 'object' && result.undo) undos.push({ title: def.title, undo: result.undo });
+        if (def.commit) undos.length = 0;
         step.done(summary);
       } catch (err) {
         step.fail();

@@ -134,6 +134,7 @@ function upSteps(): StepDef<UpContext>[] {
     {
       title: 'Waiting for SSH',
       skip: (c) => c.wasRunning,
+      commit: true,
       run: async (c, step, signal) => {
         const started = Date.now();
         await waitReady(readinessChecks(c.env), { timeoutMs: 60_000, signal, onCheck: (d) => step.update(d) });

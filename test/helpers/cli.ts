@@ -27,7 +27,16 @@ export function runProgram(
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
-    child.on('close', (code, signal) => resolvePromise({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+    // 'exit', not 'close': a program may leave a daemon holding our pipes (OpenSSH's ControlPersist master).
+    child.on('exit', (code, signal) => {
+      const finish = () => resolvePromise({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+      const ended = (s: NodeJS.ReadableStream & { readableEnded: boolean }) =>
+        s.readableEnded ? Promise.resolve() : new Promise<void>((r) => s.once('end', () => r()));
+      void Promise.race([
+        Promise.all([ended(child.stdout), ended(child.stderr)]),
+        new Promise((r) => setTimeout(r, 300)),
+      ]).then(finish);
+    });
     child.stdin.on('error', () => {}); // the program may exit without reading its input
     child.stdin.end(opts.input ?? '');
   });

@@ -1,0 +1,293 @@
+/**
+ * The env's background agent, from the CLI's side: start it detached (the same program, hidden
+ * `env agent` command), wait for its `ready`, ask it things over its control socket, stop it.
+ *
+ *   ensureAgent(env, out)        running with the current settings, else (re)started; waits for ready
+ *   startAgent(env)              spawns `env agent` detached; returns its pid and where its events begin
+ *   stopAgent(env)               SIGTERM, wait, SIGKILL
+ *   agentRunning(env)            the agent's pid, or undefined
+ *   agentRequest(env, m, p)      one control-socket request with a short timeout
+ *   runAgent(env)                the agent itself, in the foreground (what `env agent` runs)
+ */
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, renameSync, statSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Output } from '../cli/output.js';
+import { Agent, type AgentStatus } from '../agent/agent.js';
+import { requestControl } from '../agent/control.js';
+import { eventLogEnd, followEvents, openEventLog, type AgentEvent } from '../agent/events.js';
+import { agentFiles } from '../agent/files.js';
+import type { NetnsAccess } from '../agent/link.js';
+import { removePid, runningAgentPid, writePid } from '../agent/pidfile.js';
+import { EnvboxError } from '../util/errors.js';
+import { pidAlive, withFileLock } from '../util/lock.js';
+import { packageRoot } from '../util/package.js';
+import type { Progress } from '../util/progress.js';
+import { existingSpec, type Env } from './env.js';
+import { currentPlan, type PortPlan } from './ports.js';
+import { openSession } from './session.js';
+import { ensureEnvDir, writeJsonAtomic } from './state.js';
+
+export type { AgentStatus } from '../agent/agent.js';
+export type { AgentEvent } from '../agent/events.js';
+export { agentFiles } from '../agent/files.js';
+
+const READY_TIMEOUT_MS = 45_000;
+const STOP_TIMEOUT_MS = 5_000;
+const LOG_ROTATE_BYTES = 1 << 20;
+
+export const agentRunning = (env: Env): Promise<number | undefined> => runningAgentPid(agentFiles(env.dir).pid);
+
+export function agentRequest<T = unknown>(env: Env, method: string, params: Record<string, unknown> = {}, timeoutMs = 2_000): Promise<T> {
+  return requestControl(agentFiles(env.dir).socket, method, params, timeoutMs) as Promise<T>;
+}
+
+/** The control API's `status` answer, or undefined when no agent answers. */
+export async function agentStatus(env: Env): Promise<AgentStatus | undefined> {
+  if ((await agentRunning(env)) === undefined) return undefined;
+  return agentRequest<AgentStatus>(env, 'status').catch(() => undefined);
+}
+
+interface ProxyState {
+  port?: number;
+  pacPort?: number;
+  username?: string;
+  password?: string;
+}
+
+/** The settings an agent runs with; a running agent with a different hash is restarted by ensureAgent. */
+function configHash(env: Env, plan: PortPlan): string {
+  const { name, autoPorts, proxy } = env.config;
+  const settings = { name, address: env.record?.machine?.address, forwards: plan.forwards, autoPorts, proxy };
+  return createHash('sha256').update(JSON.stringify(settings)).digest('hex').slice(0, 16);
+}
+
+export interface AgentReady {
+  pid: number;
+  /** False when an agent with these settings was already running. */
+  started: boolean;
+  status?: AgentStatus;
+  warnings: string[];
+}
+
+/**
+ * Makes sure the env's agent runs with the current settings: nothing to do when it does (one pid
+ * check and one control request), else it is (re)started and its events are followed until `ready`
+ * (warnings are printed) or `failed` (thrown as AGENT_FAILED). Call it only for a running guest.
+ */
+export async function ensureAgent(env: Env, out: Pick<Output, 'warn'>, opts: { progress?: Progress; timeoutMs?: number } = {}): Promise<AgentReady> {
+  await ensureEnvDir(env.id);
+  return withFileLock(join(env.dir, 'agent.lock'), async () => {
+    const hash = configHash(env, await currentPlan(env));
+    const pid = await agentRunning(env);
+    if (pid !== undefined) {
+      const status = await agentRequest<AgentStatus>(env, 'status').catch(() => undefined);
+      if (status?.configHash === hash) return { pid, started: false, status, warnings: [] };
+      // Other settings (the Envfile changed) or an agent that no longer answers: replace it.
+      await stopAgent(env);
+    }
+    const started = startAgent(env);
+    const ready = await waitReady(env, started, opts);
+    for (const warning of ready.warnings) out.warn(warning);
+    return ready;
+  });
+}
+
+/** Spawns `env agent` for this env, detached from the terminal, its output going to agent.log. */
+export function startAgent(env: Env): { pid: number; eventsOffset: number; exited: Promise<number | null> } {
+  const files = agentFiles(env.dir);
+  try {
+    if (statSync(files.log).size > LOG_ROTATE_BYTES) renameSync(files.log, `${files.log}.1`);
+  } catch {
+    // no log yet
+  }
+  const eventsOffset = eventLogEnd(files.events);
+  const log = openSync(files.log, 'a', 0o600);
+  const cli = join(packageRoot(), 'dist', 'cli.js');
+  // A 1 MiB young generation instead of 16: the agent's garbage is small, its buffers live outside
+  // the heap, and it saves ~6 MB of a process that runs all day.
+  const child = spawn(process.execPath, ['--max-semi-space-size=1', cli, 'agent', '--envfile', env.config.envfile], {
+    detached: true,
+    stdio: ['ignore', log, log],
+    cwd: '/',
+  });
+  closeSync(log);
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.once('error', () => resolve(null));
+  });
+  child.unref();
+  return { pid: child.pid ?? 0, eventsOffset, exited };
+}
+
+async function waitReady(env: Env, started: ReturnType<typeof startAgent>, opts: { progress?: Progress; timeoutMs?: number }): Promise<AgentReady> {
+  const files = agentFiles(env.dir);
+  const timeoutMs = opts.timeoutMs ?? READY_TIMEOUT_MS;
+  const stop = new AbortController();
+  let outcome: AgentEvent | undefined;
+  let exitCode: number | null | undefined;
+  void started.exited.then((code) => {
+    exitCode = code;
+    // Let the reader pick up the last events the agent wrote before it went.
+    setTimeout(() => stop.abort(), 300);
+  });
+  const timer = setTimeout(() => stop.abort(), timeoutMs);
+  await followEvents(
+    files.events,
+    started.eventsOffset,
+    (event) => {
+      if (event.type === 'ready' || event.type === 'failed') {
+        outcome = event;
+        return true;
+      }
+      opts.progress?.update(event.message);
+    },
+    { signal: stop.signal, pollMs: 50 },
+  ).finally(() => clearTimeout(timer));
+  if (outcome?.type === 'ready') {
+    const warnings = Array.isArray(outcome.warnings) ? outcome.warnings.map(String) : [];
+    return { pid: started.pid, started: true, status: await agentStatus(env), warnings };
+  }
+  if (outcome?.type === 'failed') {
+    throw new EnvboxError('AGENT_FAILED', `the env's agent could not start: ${outcome.message}`, {
+      hint: typeof outcome.hint === 'string' ? outcome.hint : `env logs shows its events; ${files.log} its output`,
+    });
+  }
+  if (exitCode === undefined) await stopAgent(env);
+  const tail = (await readFile(files.log, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
+  const what = exitCode === undefined ? `was not ready within ${timeoutMs / 1000} s` : `exited (status ${exitCode}) before it was ready`;
+  throw new EnvboxError('AGENT_FAILED', `the env's agent ${what}${tail ? `:\n${tail}` : ''}`, {
+    hint: `env logs shows its events; ${files.log} its output`,
+  });
+}
+
+/** Stops the agent: SIGTERM, then SIGKILL if it has not gone within 5 s. False when none was running. */
+export async function stopAgent(env: Env, opts: { timeoutMs?: number } = {}): Promise<boolean> {
+  const files = agentFiles(env.dir);
+  const pid = await agentRunning(env);
+  if (pid === undefined) {
+    await rm(files.socket, { force: true });
+    await rm(files.pid, { force: true });
+    return false;
+  }
+  signal(pid, 'SIGTERM');
+  if (!(await exited(pid, opts.timeoutMs ?? STOP_TIMEOUT_MS))) {
+    signal(pid, 'SIGKILL');
+    await exited(pid, 2_000);
+    if (existsSync(env.dir)) {
+      const log = openEventLog(files.events);
+      log.emit('stopped', `agent (pid ${pid}) killed: it did not stop within ${(opts.timeoutMs ?? STOP_TIMEOUT_MS) / 1000} s`);
+      log.close();
+    }
+  }
+  await rm(files.socket, { force: true });
+  await removePid(files.pid, pid);
+  return true;
+}
+
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // already gone is what we want
+  }
+}
+
+async function exited(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (pidAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(25);
+  }
+  return true;
+}
+
+/** `env agent`: runs the env's agent in this process until it is stopped; resolves with the exit status. */
+export async function runAgent(env: Env): Promise<number> {
+  const files = agentFiles(env.dir);
+  let agent: Agent;
+  try {
+    if (!env.record?.machine) throw new EnvboxError('ENV_NOT_CREATED', `env "${env.config.name}" has not been created`, { hint: 'run env up' });
+    const other = await runningAgentPid(files.pid);
+    if (other !== undefined && other !== process.pid) {
+      throw new EnvboxError('AGENT_RUNNING', `env "${env.config.name}" already has an agent (pid ${other})`, { hint: 'env halt stops it' });
+    }
+    const plan = await currentPlan(env);
+    const proxy = await proxySettings(env);
+    agent = new Agent({
+      envName: env.config.name,
+      guestAddress: env.record.machine.address,
+      files,
+      forwards: plan.forwards,
+      autoPorts: env.config.autoPorts,
+      proxy: proxy.options,
+      configHash: configHash(env, plan),
+      link: {
+        connect: (timeoutMs) => openSession(env, timeoutMs),
+        netns: netnsAccess(env),
+        guestState: () => env.provider.state(existingSpec(env)),
+      },
+    });
+    await writePid(files.pid);
+  } catch (err) {
+    const log = openEventLog(files.events);
+    log.emit('failed', (err as Error).message, { code: (err as EnvboxError).code, hint: (err as EnvboxError).hint });
+    log.close();
+    throw err;
+  }
+  const onSignal = (signal: string) => void agent.stop(`received ${signal}`);
+  process.on('SIGTERM', onSignal).on('SIGINT', onSignal).on('SIGHUP', onSignal);
+  try {
+    await agent.start();
+    await rememberProxyPorts(env, agent.status());
+    await agent.stopped;
+    return 0;
+  } catch {
+    return 1;
+  } finally {
+    process.off('SIGTERM', onSignal).off('SIGINT', onSignal).off('SIGHUP', onSignal);
+    await removePid(files.pid);
+  }
+}
+
+function netnsAccess(env: Env): NetnsAccess | undefined {
+  const { provider } = env;
+  if (!provider.capabilities.netns || !provider.netnsPid) return undefined;
+  return {
+    pid: () => provider.netnsPid!(existingSpec(env)),
+    start: async (pid, onExit) => {
+      const { startNetnsDialer } = await import('../native/netns.js');
+      return startNetnsDialer({ pid, runDir: agentFiles(env.dir).runDir, onExit });
+    },
+  };
+}
+
+/** The proxy's ports and credentials: kept in proxy.json (0600) so `socks: auto` and the password stay put. */
+async function proxySettings(env: Env): Promise<{ options?: ConstructorParameters<typeof Agent>[0]['proxy'] }> {
+  const { socks, auth } = env.config.proxy;
+  if (socks === false) return {};
+  const file = agentFiles(env.dir).proxy;
+  const saved = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as ProxyState;
+  if (auth && (!saved.username || !saved.password)) {
+    saved.username = 'envbox';
+    saved.password = randomBytes(18).toString('base64url');
+    await writeJsonAtomic(file, saved);
+  }
+  const credentials = auth ? { username: saved.username!, password: saved.password! } : undefined;
+  const port = socks === 'auto' ? (saved.port ?? 0) : socks;
+  return { options: { port, pacPort: saved.pacPort ?? 0, fallback: socks === 'auto', auth: credentials } };
+}
+
+async function rememberProxyPorts(env: Env, status: AgentStatus): Promise<void> {
+  if (!status.proxy) return;
+  const file = agentFiles(env.dir).proxy;
+  const saved = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as ProxyState;
+  const pacPort = Number(new URL(status.proxy.pacUrl).port);
+  if (saved.port === status.proxy.port && saved.pacPort === pacPort) return;
+  await writeJsonAtomic(file, { ...saved, port: status.proxy.port, pacPort });
+}
+
+export { runProxyBrowser } from '../agent/browser.js';
