@@ -1,4 +1,5 @@
 import type { Command } from '@oclif/core';
+import Agent from './agent.js';
 import Destroy from './destroy.js';
 import Doctor from './doctor.js';
 import Exec from './exec.js';
@@ -11,8 +12,14 @@ import ImagePrune from './image/prune.js';
 import ImageRm from './image/rm.js';
 import Init from './init.js';
 import List from './list.js';
+import Logs from './logs.js';
+import Ports from './ports.js';
 import Provision from './provision.js';
+import Proxy from './proxy.js';
 import Reload from './reload.js';
+import RemoteAdd from './remote/add.js';
+import RemoteList from './remote/list.js';
+import RemoteRm from './remote/rm.js';
 import Resume from './resume.js';
 import Ssh from './ssh.js';
 import SshConfig from './ssh-config.js';
@@ -26,6 +33,7 @@ import Validate from './validate.js';
  * scanning the folder: it is faster at start-up, and bin/verbs is tested against it.
  */
 export const COMMANDS: Record<string, Command.Class> = {
+  agent: Agent,
   destroy: Destroy,
   doctor: Doctor,
   exec: Exec,
@@ -38,8 +46,14 @@ export const COMMANDS: Record<string, Command.Class> = {
   'image:rm': ImageRm,
   init: Init,
   list: List,
+  logs: Logs,
+  ports: Ports,
   provision: Provision,
+  proxy: Proxy,
   reload: Reload,
+  'remote:add': RemoteAdd,
+  'remote:list': RemoteList,
+  'remote:rm': RemoteRm,
   resume: Resume,
   ssh: Ssh,
   'ssh-config': SshConfig,

@@ -8,7 +8,11 @@ export default class Status extends EnvCommand {
     const { openEnv } = await import('../core/env.js');
     const { status } = await import('../core/lifecycle.js');
     const { flags } = await this.parse(Status);
-    const report = await status(await openEnv(flags.envfile));
+    const { ensureAgent } = await import('../core/agent.js');
+    const env = await openEnv(flags.envfile);
+    const report = await status(env);
+    // A dead agent is restarted here, but status itself never fails or waits long because of it.
+    if (report.state === 'running') await ensureAgent(env, this.out).catch((err: Error) => this.out.warn(err.message));
     this.result({ env: report }, () => {
       const lines = [
         `${report.name} (${report.id}): ${report.state}${report.address ? ` at ${report.address}` : ''}`,

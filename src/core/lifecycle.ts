@@ -3,6 +3,7 @@ import type { GuestState } from '../providers/provider.js';
 import { getProvider } from '../providers/registry.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
+import { stopAgent } from './agent.js';
 import { existingSpec, openEnv, type Env } from './env.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { envDir, removeEnvDir, type EnvRecord } from './state.js';
@@ -17,6 +18,7 @@ function machineOf(env: Env) {
 export async function halt(env: Env, out: Output, opts: { force: boolean; timeoutMs: number }): Promise<GuestState> {
   const machine = machineOf(env);
   const spec = existingSpec(env);
+  await stopAgent(env);
   const state = await env.provider.state(spec);
   if (state === 'stopped' || state === 'absent') return state;
   const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
@@ -60,6 +62,7 @@ export async function destroy(env: Env, out: Output): Promise<boolean> {
     if (!env.record) return false;
     const step = out.step(`Destroying ${env.config.name}`);
     try {
+      await stopAgent(env);
       await env.provider.destroy(existingSpec(env), env.record.machine);
       await removeEnvDir(env.id);
       await updateSshConfigInclude();
@@ -92,6 +95,7 @@ export async function pruneEnv(record: EnvRecord, out: Output): Promise<void> {
   };
   const step = out.step(`Removing stale env ${record.id}`);
   await withFileLock(lockFile(env.id), async () => {
+    await stopAgent(env);
     await provider.destroy(existingSpec(env), record.machine);
     await removeEnvDir(record.id);
   });

@@ -59,6 +59,13 @@ export async function up(env: Env, out: Output, opts: UpOptions = {}): Promise<E
 function upSteps(): StepDef<UpContext>[] {
   return [
     {
+      title: 'Checking ports',
+      run: async (c) => {
+        const { checkPortCollisions } = await import('./ports.js');
+        await checkPortCollisions(c.env, c.out);
+      },
+    },
+    {
       title: 'Checking the host',
       skip: (c) => c.wasRunning,
       run: async (c, step) => {
@@ -155,6 +162,15 @@ function upSteps(): StepDef<UpContext>[] {
       skip: (c) => c.wasRunning,
       run: async () => {
         await updateSshConfigInclude();
+      },
+    },
+    {
+      title: 'Forwards and proxy',
+      run: async (c, step) => {
+        const { ensureAgent } = await import('./agent.js');
+        const ready = await ensureAgent(c.env, c.out, { progress: step });
+        const n = ready.status?.forwards.filter((f) => f.state === 'active').length ?? 0;
+        return `${n} forward${n === 1 ? '' : 's'}${ready.status?.proxy ? `, proxy ${ready.status.proxy.address}` : ''}`;
       },
     },
   ];

@@ -53,14 +53,15 @@ export function withEnv(command: string, env: Record<string, string> | undefined
 }
 
 /** Runs `command` in the guest, streaming both ways; resolves with its exit status (128+N when killed by signal N). */
-export async function exec(client: Client, command: string, io: ExecIO): Promise<number> {
+export function exec(client: Client, command: string, io: ExecIO): Promise<number> {
   const pty = io.pty === true ? true : io.pty ? toPty(io.pty) : undefined;
-  const channel = await new Promise<ClientChannel>((resolve, reject) =>
-    client.exec(withEnv(command, io.env), pty ? { pty } : {}, (err, ch) =>
-      err ? reject(sessionError(client, err)) : resolve(ch),
-    ),
+  return new Promise<number>((resolve, reject) =>
+    client.exec(withEnv(command, io.env), pty ? { pty } : {}, (err, channel) => {
+      // Listen in this same callback: a quick command's exit can arrive in the same read as the channel.
+      if (err) reject(sessionError(client, err));
+      else runSession(client, channel, io).then(resolve, reject);
+    }),
   );
-  return runSession(client, channel, io);
 }
 
 /** Runs `command` with no input and collects its output (UTF-8). */

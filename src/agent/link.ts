@@ -1,0 +1,263 @@
+/**
+ * The agent's link to its guest: one SSH connection, plus (for local containers) the native relay
+ * inside the guest's network namespace, which dials far faster than an SSH channel. When SSH drops
+ * (a reboot, sshd restarting) the link reconnects with backoff and says so through events; while it
+ * is down every dial fails at once, so a host client is refused instead of left hanging.
+ *
+ * Events: 'up' (after every (re)connect, with the client), 'down', and 'gone' when the guest has
+ * stayed stopped long enough that waiting is pointless.
+ */
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Client, ClientChannel } from 'ssh2';
+import type { NetnsDatagramChannel, NetnsDialer } from '../native/netns.js';
+import type { EmitEvent } from './events.js';
+import { DialError } from './socks/dial.js';
+import { sshDial } from './ssh-dial.js';
+
+export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+/** The fast path, when the provider has one: the pid of a process in the guest's netns, and the relay. */
+export interface NetnsAccess {
+  pid(): Promise<number | undefined>;
+  start(pid: number, onExit: (reason: string) => void): Promise<{ dialer?: NetnsDialer; reason?: string }>;
+}
+
+export interface LinkOptions {
+  /** Logs in to the guest; gives up after `timeoutMs`. */
+  connect(timeoutMs: number): Promise<Client>;
+  netns?: NetnsAccess;
+  /** The provider's view, asked while reconnecting to tell a reboot from a guest that was stopped. */
+  guestState?(): Promise<string>;
+  emit: EmitEvent;
+  backoff?: { firstMs: number; maxMs: number };
+  /** A guest seen stopped for this long is not coming back by itself. Default 30 s. */
+  goneAfterMs?: number;
+  /** The login budget of one reconnect attempt (connect() retries refused connections within it). Default 3 s. */
+  attemptMs?: number;
+}
+
+export interface LinkInfo {
+  state: LinkState;
+  /** When the state last changed (ISO). */
+  since: string;
+  /** How new connections reach the guest. */
+  path: 'netns' | 'ssh';
+  netnsPid?: number;
+  /** Why the fast path is not used, when it is not. */
+  netnsUnavailable?: string;
+  lastError?: string;
+  reconnects: number;
+}
+
+export class GuestLink extends EventEmitter {
+  private stateValue: LinkState = 'connecting';
+  private sinceValue = new Date();
+  private clientValue: Client | undefined;
+  private relay: NetnsDialer | undefined;
+  private nsPid: number | undefined;
+  private netnsReason: string | undefined;
+  private lastError: string | undefined;
+  private reconnects = 0;
+  private readonly stopping = new AbortController();
+
+  constructor(private readonly opts: LinkOptions) {
+    super();
+  }
+
+  get state(): LinkState {
+    return this.stateValue;
+  }
+
+  get client(): Client | undefined {
+    return this.clientValue;
+  }
+
+  /** A guest process whose /proc/<pid>/net shows the guest's sockets (containers only). */
+  get netnsPid(): number | undefined {
+    return this.nsPid;
+  }
+
+  info(): LinkInfo {
+    return {
+      state: this.stateValue,
+      since: this.sinceValue.toISOString(),
+      path: this.relay ? 'netns' : 'ssh',
+      netnsPid: this.nsPid,
+      netnsUnavailable: this.relay ? undefined : this.netnsReason,
+      lastError: this.lastError,
+      reconnects: this.reconnects,
+    };
+  }
+
+  /** The first connection; rejects when the guest can't be reached within `timeoutMs`. */
+  async start(timeoutMs: number): Promise<void> {
+    const started = Date.now();
+    await this.attach(await this.opts.connect(timeoutMs), started);
+  }
+
+  /** A byte stream to host:port as the guest sees it (an IP literal or `localhost` on the fast path). */
+  dial(host: string, port: number, signal?: AbortSignal): Promise<Duplex> {
+    if (this.relay) return this.relay.dial({ host, port }, signal);
+    if (this.clientValue) return sshDial(this.clientValue, host, port, signal);
+    return Promise.reject(new DialError('unreachable', `the guest is not connected (${this.stateValue})`));
+  }
+
+  /** Datagrams to host:port inside the guest: only the fast path can carry UDP. */
+  udp(host: string, port: number): Promise<NetnsDatagramChannel> {
+    if (this.relay) return this.relay.udp({ host, port });
+    return Promise.reject(new DialError('unreachable', `the guest is not connected (${this.stateValue})`));
+  }
+
+  /** Runs a short command in the guest and collects its output. */
+  exec(command: string): Promise<{ code: number; stdout: string }> {
+    const client = this.clientValue;
+    if (!client) return Promise.reject(new DialError('unreachable', `the guest is not connected (${this.stateValue})`));
+    return execText(client, command);
+  }
+
+  async close(): Promise<void> {
+    this.setState('closed');
+    this.stopping.abort();
+    this.clientValue?.end();
+    this.clientValue = undefined;
+    const relay = this.relay;
+    this.relay = undefined;
+    await relay?.close();
+  }
+
+  private setState(state: LinkState): void {
+    if (this.stateValue === 'closed') return;
+    this.stateValue = state;
+    this.sinceValue = new Date();
+  }
+
+  private async attach(client: Client, started: number): Promise<void> {
+    this.clientValue = client;
+    client.once('close', () => this.lost(client, 'the SSH connection closed'));
+    interactive(client);
+    await this.startRelay();
+    if (this.clientValue !== client) return; // lost again while the relay started
+    this.setState('connected');
+    const path = this.relay ? 'netns' : 'ssh';
+    const after = Date.now() - started;
+    const how = path === 'netns' ? `through the guest's network namespace (pid ${this.nsPid})` : 'over SSH';
+    this.opts.emit('connected', `connected to the guest ${how} in ${after} ms`, { path, ms: after, netnsUnavailable: this.netnsReason });
+    this.emit('up', client);
+  }
+
+  /** (Re)starts the relay when the guest's namespace is new (a reboot gives it a new init pid). */
+  private async startRelay(): Promise<void> {
+    if (!this.opts.netns) return;
+    const pid = await this.opts.netns.pid().catch(() => undefined);
+    if (this.relay && pid === this.nsPid) return;
+    this.nsPid = pid;
+    const old = this.relay;
+    this.relay = undefined;
+    await old?.close();
+    if (pid === undefined) {
+      this.netnsReason = 'the guest has no process to join yet';
+      return;
+    }
+    const { dialer, reason } = await this.opts.netns.start(pid, (why) => {
+      if (this.relay !== dialer) return;
+      this.relay = undefined;
+      this.netnsReason = `the relay stopped: ${why}`;
+      // The namespace's init is gone: the guest is rebooting or stopping, and SSH will follow.
+      this.clientValue?.end();
+    });
+    this.relay = dialer;
+    this.netnsReason = reason;
+  }
+
+  private lost(client: Client, why: string): void {
+    if (this.clientValue !== client || this.stateValue === 'closed') return;
+    this.clientValue = undefined;
+    this.lastError = why;
+    this.setState('reconnecting');
+    this.opts.emit('disconnected', `lost the guest: ${why}`);
+    this.emit('down');
+    void this.reconnect();
+  }
+
+  private async reconnect(): Promise<void> {
+    const { firstMs, maxMs } = this.opts.backoff ?? { firstMs: 100, maxMs: 2_000 };
+    const goneAfterMs = this.opts.goneAfterMs ?? 30_000;
+    const started = Date.now();
+    let delay = firstMs;
+    let stoppedSince: number | undefined;
+    let attempts = 0;
+    this.opts.emit('reconnecting', `reconnecting (retrying every ${firstMs} ms, backing off to ${maxMs} ms)`);
+    while (!this.stopping.signal.aborted) {
+      attempts++;
+      try {
+        const client = await this.opts.connect(this.opts.attemptMs ?? 3_000);
+        if (this.stopping.signal.aborted) return void client.end();
+        this.reconnects++;
+        await this.attach(client, started);
+        return;
+      } catch (err) {
+        this.lastError = (err as Error).message;
+      }
+      const state = await this.opts.guestState?.().catch(() => undefined);
+      if (state === 'stopped' || state === 'absent') {
+        stoppedSince ??= Date.now();
+        if (Date.now() - stoppedSince >= goneAfterMs) {
+          this.emit('gone', `the guest is ${state}`);
+          return;
+        }
+      } else stoppedSince = undefined;
+      if (attempts % 20 === 0) this.opts.emit('reconnecting', `still reconnecting after ${attempts} attempts: ${this.lastError}`);
+      await sleep(delay, undefined, { signal: this.stopping.signal }).catch(() => {});
+      delay = Math.min(delay * 2, maxMs);
+    }
+  }
+}
+
+/**
+ * A command's stdout and exit status. The listeners go on inside the exec callback: a fast command's
+ * exit-status can arrive in the same read as the channel's confirmation, and would be missed by a
+ * listener added one promise tick later.
+ */
+function execText(client: Client, command: string): Promise<{ code: number; stdout: string }> {
+  return new Promise((resolve, reject) => {
+    try {
+      client.exec(command, (err, channel) => {
+        if (err) return reject(err);
+        const out: Buffer[] = [];
+        let code: number | undefined;
+        let open = 2; // stdout's end and the channel's close
+        const done = () => {
+          if (--open > 0) return;
+          if (code === undefined) reject(new Error(`the guest command ended without an exit status: ${command}`));
+          else resolve({ code, stdout: Buffer.concat(out).toString('utf8') });
+        };
+        channel.on('exit', (status: number | null) => (code = status ?? 255));
+        channel.on('data', (chunk: Buffer) => out.push(chunk));
+        channel.on('end', done);
+        channel.on('close', done);
+        channel.on('error', () => {});
+        channel.stderr.resume();
+      });
+    } catch (err) {
+      reject(err as Error);
+    }
+  });
+}
+
+/**
+ * sshd leaves Nagle on for a connection until a session asks for a terminal; every new channel then
+ * waits ~40 ms for delayed ACKs. One idle PTY session switches the whole connection to interactive.
+ */
+function interactive(client: Client): void {
+  try {
+    client.exec('exec sleep infinity', { pty: { rows: 1, cols: 80, height: 0, width: 0, term: 'dumb' } }, (err, channel: ClientChannel) => {
+      if (err) return;
+      channel.on('error', () => {});
+      channel.resume();
+    });
+  } catch {
+    // the connection is already going away; 'close' handles it
+  }
+}

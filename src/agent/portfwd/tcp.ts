@@ -1,0 +1,132 @@
+/**
+ * A TCP forward's host side: a listener on hostIp:hostPort that hands each connection to the guest
+ * through `dial` and relays bytes both ways. The listener stays bound while the guest link is down;
+ * connections made then are closed at once (the dial fails fast), never left hanging.
+ */
+import net from 'node:net';
+import { pipeline, type Duplex } from 'node:stream';
+import { RELAY_BUFFER_BYTES } from '../socks/dial.js';
+import type { ForwardCounters } from './spec.js';
+
+export type GuestDial = (host: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
+
+// A guest that accepts nothing within this is treated as refusing.
+const DIAL_TIMEOUT_MS = 10_000;
+
+/**
+ * Byte and connection counts for a set of relayed host-side sockets, open and closed. "In" is what
+ * the side that connected sent: a host client's bytes for a forward, a guest client's for a
+ * reverse forward (whose host socket is the one we opened, hence `reverse`).
+ */
+export class Counters {
+  private readonly open = new Set<net.Socket>();
+  private closed = { total: 0, bytesIn: 0, bytesOut: 0 };
+
+  constructor(private readonly reverse = false) {}
+
+  track(socket: net.Socket): void {
+    this.open.add(socket);
+    this.closed.total++;
+    socket.once('close', () => {
+      this.open.delete(socket);
+      const [bytesIn, bytesOut] = this.bytes(socket);
+      this.closed.bytesIn += bytesIn;
+      this.closed.bytesOut += bytesOut;
+    });
+  }
+
+  snapshot(): ForwardCounters {
+    let bytesIn = this.closed.bytesIn;
+    let bytesOut = this.closed.bytesOut;
+    for (const s of this.open) {
+      const [i, o] = this.bytes(s);
+      bytesIn += i;
+      bytesOut += o;
+    }
+    return { connections: this.open.size, total: this.closed.total, bytesIn, bytesOut };
+  }
+
+  private bytes(s: net.Socket): [number, number] {
+    return this.reverse ? [s.bytesWritten, s.bytesRead] : [s.bytesRead, s.bytesWritten];
+  }
+
+  destroyAll(): void {
+    for (const s of this.open) s.destroy();
+  }
+}
+
+/** Relays two streams both ways until both directions end; either failing tears down both. */
+export function relay(a: Duplex, b: Duplex): void {
+  const settle = (err?: Error | null) => {
+    if (err) {
+      a.destroy();
+      b.destroy();
+    }
+  };
+  pipeline(a, b, settle);
+  pipeline(b, a, settle);
+}
+
+export class TcpForward {
+  private readonly server: net.Server;
+  private readonly counters = new Counters();
+
+  constructor(
+    private readonly target: { guestIp: string; guestPort: number },
+    private readonly dial: GuestDial,
+  ) {
+    // Half-open so a client's FIN reaches the guest while the answer is still streaming back;
+    // paused so nothing the client sends is lost before the guest side exists.
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) =>
+      this.accept(socket),
+    );
+    this.server.on('error', () => {});
+  }
+
+  /** Binds the host listener; rejects with the bind error (EADDRINUSE, EACCES, EADDRNOTAVAIL). */
+  listen(ip: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const fail = (err: Error) => reject(err);
+      this.server.once('error', fail);
+      this.server.listen({ host: ip, port, exclusive: true }, () => {
+        this.server.off('error', fail);
+        resolve((this.server.address() as net.AddressInfo).port);
+      });
+    });
+  }
+
+  stats(): ForwardCounters {
+    return this.counters.snapshot();
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.counters.destroyAll();
+      if (!this.server.listening) resolve();
+    });
+  }
+
+  private accept(socket: net.Socket): void {
+    this.counters.track(socket);
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    const attempt = new AbortController();
+    const timer = setTimeout(() => attempt.abort(), DIAL_TIMEOUT_MS);
+    socket.once('close', () => attempt.abort());
+    this.dial(this.target.guestIp, this.target.guestPort, attempt.signal).then(
+      (stream) => {
+        clearTimeout(timer);
+        if (socket.destroyed) return void stream.destroy();
+        if (stream instanceof net.Socket) stream.setNoDelay(true);
+        relay(socket, stream);
+        socket.resume();
+      },
+      () => {
+        clearTimeout(timer);
+        // A reset, not a FIN: the client learns at once that nothing is there.
+        socket.resetAndDestroy();
+      },
+    );
+  }
+}
