@@ -40,6 +40,8 @@ export interface PortRange {
 export interface EnvConfig {
   name: string;
   provider: Provider;
+  /** provider incus/lxd: the daemon (see the schema); undefined: the local one. */
+  remote: string | undefined;
   image: { from: string; packages: string[] };
   cpus: number | undefined;
   memoryBytes: number | undefined;
@@ -87,6 +89,7 @@ export function applyDefaults(input: EnvfileInput, envfile: string): EnvConfig {
   return {
     name: input.name ?? nameFromFolder(projectDir),
     provider: input.provider ?? 'container',
+    remote: input.remote,
     image: typeof image === 'string' ? { from: image, packages: [] } : { from: image.from, packages: image.packages ?? [] },
     cpus: input.cpus,
     memoryBytes: input.memory === undefined ? undefined : parseSize(input.memory),

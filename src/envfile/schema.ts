@@ -63,6 +63,11 @@ const image = z.union([
   }),
 ]);
 
+const remote = line('the remote').refine((s) => /^[a-z0-9][a-z0-9_-]{0,62}$/.test(s) || /^\/\S*$/.test(s) || /^https:\/\/[^\s/]+\/?$/.test(s), {
+  error: (iss) =>
+    `${JSON.stringify(iss.input)} is not a remote — use a name from env remote list, an https://HOST:PORT added with env remote add, or a unix socket path like /var/lib/incus/unix.socket`,
+});
+
 const runWhen = z.enum(['once', 'always', 'never']).meta({
   description: 'once (default): only the first time; always: every up; never: only with env provision --step.',
 });
@@ -92,6 +97,9 @@ export const envfileSchema = z
     name: hostname.optional().meta({ description: "The env's name and the guest's host name (default: the folder's name)." }),
     provider: z.enum(['container', 'vm', 'incus', 'lxd']).optional().meta({
       description: 'container (LXC, default) | vm (QEMU) | incus | lxd',
+    }),
+    remote: remote.optional().meta({
+      description: 'provider incus/lxd: the daemon — a remote added with env remote add (its name or https URL), or a unix socket path (default: the local daemon).',
     }),
     image: image.optional().meta({ description: 'A recipe from templates/images or an imported image (default: debian/bookworm).' }),
     cpus: z.int({ error: 'expected a whole number of CPUs' }).min(1, { error: 'cpus must be at least 1' }).max(512).optional(),
@@ -157,6 +165,11 @@ export const envfileSchema = z
       )
       .optional()
       .meta({ description: 'Environment variables for provisioning and env ssh/exec.' }),
+  })
+  .superRefine((v, ctx) => {
+    if (v.remote !== undefined && v.provider !== 'incus' && v.provider !== 'lxd') {
+      ctx.addIssue({ code: 'custom', path: ['remote'], message: 'remote only applies to provider: incus or lxd — set provider: incus, or remove remote' });
+    }
   })
   .meta({ title: 'envbox Envfile', description: 'A per-project envbox environment.' });
 
