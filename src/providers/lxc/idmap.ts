@@ -90,7 +90,8 @@ export function folderMountMap(base: number, user: GuestUser): MountMap {
   return { uid: map(uid, hostUid), gid: map(gid, hostGid) };
 }
 
-function checkGuestUser(user: GuestUser): GuestUser {
+/** Rejects guest users a container can't have: root, or ids outside one slot; host ids inside the pool. */
+export function checkGuestUser(user: GuestUser): GuestUser {
   for (const [what, id] of [
     ['uid', user.uid],
     ['gid', user.gid],
