@@ -1,0 +1,690 @@
+/*
+ * nsrelay: envbox's fast path into a local guest's network namespace.
+ *
+ * Node can neither enter a network namespace nor receive file descriptors, so the agent runs
+ * this relay instead of going through SSH (encryption caps that at ~350 MiB/s and Nagle adds
+ * 44 ms per connection). It binds a unix socket in the host's mount namespace, then enters the
+ * guest's network namespace (only that one: the socket path stays reachable from the host),
+ * and opens TCP connections and connected UDP sockets there on request.
+ *
+ *   nsrelay (--pid PID | --netns PATH) --socket PATH [--userns PATH]
+ *           [--connect-timeout-ms N] [--header-timeout-ms N]
+ *
+ * --pid follows the guest: the relay exits (status 3) when that process exits. --userns is
+ * entered first only when joining the network namespace alone is not permitted (a non-root
+ * user owning the guest's user namespace). Prints "READY 1" on stdout once it serves; exits
+ * when stdin reaches EOF, on SIGTERM/SIGINT/SIGHUP, or when its parent dies (status 0), and
+ * removes its socket. Setup failures print "nsrelay: ..." on stderr and exit 1 (usage: 2).
+ *
+ * Wire protocol, per connection on the unix socket (protocol 1):
+ *   client -> "TCP <host> <port>[ <timeout-ms>]\n"  or  "UDP <host> <port>\n"  (<= 255 bytes)
+ *       host: an IPv4 or IPv6 literal (optionally [bracketed], IPv6 may carry %scope), or
+ *       "localhost" (127.0.0.1, then ::1). Names are never resolved here: the host's resolver
+ *       is the wrong one, the caller resolves inside the guest.
+ *   relay  -> "OK\n"  or  "ERR <CODE> <text>\n" and close. CODE is an errno name
+ *       (ECONNREFUSED, ENETUNREACH, EHOSTUNREACH, ETIMEDOUT, ...) or BADREQ (malformed
+ *       request) or NOTLITERAL (host is not an IP literal).
+ *   TCP: then raw bytes both ways; EOF on one side becomes shutdown(SHUT_WR) on the other.
+ *   UDP: then datagrams both ways, each framed as a 2-byte big-endian length + payload.
+ *
+ * Threads wait in accept() and serve what they take (a few stay parked between connections);
+ * a TCP connection has one more thread for its second direction. Bytes move with splice(2)
+ * through 1 MiB pipes (small buffers cap a relay at ~480 MiB/s, 1 MiB reaches ~3 GiB/s).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HEADER_MAX 255
+#define PIPE_BYTES (1 << 20)
+#define COPY_BYTES (256 << 10)
+#define DGRAM_MAX 65535
+#define THREAD_STACK (256 << 10)
+#define IDLE_MAX 4
+
+static const char *socket_path;
+static int connect_timeout_ms = 10000;
+static int header_timeout_ms = 10000;
+static int check_peers = 1;
+static int listen_fd = -1;
+static atomic_int idle_acceptors;
+
+/* ---- small helpers ---- */
+
+static int write_all(int fd, const void *data, size_t len) {
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void set_recv_timeout(int fd, int ms) {
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+/* Closing a unix socket with unread input resets it, and the client would never read the
+ * error line: so send it, half-close, and swallow input until the client closes (bounded). */
+static void reply_error(int fd, const char *code, const char *text) {
+    char line[HEADER_MAX + 1];
+    int n = snprintf(line, sizeof line, "ERR %s %s\n", code, text);
+    if (n <= 0 || n >= (int)sizeof line || write_all(fd, line, (size_t)n) < 0) return;
+    shutdown(fd, SHUT_WR);
+    set_recv_timeout(fd, 1000);
+    char sink[4096];
+    for (size_t total = 0; total < (1u << 20);) {
+        ssize_t got = recv(fd, sink, sizeof sink, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        total += (size_t)got;
+    }
+}
+
+static void reply_errno(int fd, int err) {
+    const char *name = strerrorname_np(err);
+    char code[32];
+    if (!name) {
+        snprintf(code, sizeof code, "E%d", err);
+        name = code;
+    }
+    const char *text = strerrordesc_np(err); /* strerror() is not thread-safe */
+    reply_error(fd, name, text ? text : "unknown error");
+}
+
+/* ---- the request line ---- */
+
+enum proto { PROTO_TCP, PROTO_UDP };
+
+struct request {
+    enum proto proto;
+    const char *host;
+    int port;
+    int timeout_ms;
+};
+
+/* Reads one "\n"-terminated line without consuming anything behind it (early payload). */
+static int read_header(int fd, char *buf, size_t cap) {
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf + len, cap - len, MSG_PEEK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return -1;
+        if (n == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        char *nl = memchr(buf + len, '\n', (size_t)n);
+        size_t take = nl ? (size_t)(nl - (buf + len)) + 1 : (size_t)n;
+        for (size_t got = 0; got < take;) {
+            ssize_t m = recv(fd, buf + len + got, take - got, 0);
+            if (m < 0 && errno == EINTR) continue;
+            if (m <= 0) return -1;
+            got += (size_t)m;
+        }
+        len += take;
+        if (nl) {
+            buf[len - 1] = '\0';
+            return 0;
+        }
+        if (len == cap) {
+            errno = EMSGSIZE;
+            return -1;
+        }
+    }
+}
+
+static int parse_number(const char *s, int min, int max) {
+    if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] != '\0') || strlen(s) > 10) return -1;
+    char *end;
+    long v = strtol(s, &end, 10);
+    return *end == '\0' && v >= min && v <= max ? (int)v : -1;
+}
+
+/* "TCP <host> <port>[ <timeout-ms>]" | "UDP <host> <port>", single spaces, printable ASCII. */
+static int parse_request(char *line, struct request *req) {
+    char *fields[5];
+    int count = 0;
+    for (char *p = line;; p++) {
+        if (*p != '\0' && (*p < 0x21 || *p > 0x7e) && *p != ' ') return -1;
+        if (p == line || p[-1] == '\0') {
+            if (count == 5 || *p == ' ' || *p == '\0') return -1;
+            fields[count++] = p;
+        }
+        if (*p == '\0') break;
+        if (*p == ' ') *p = '\0';
+    }
+    if (count < 3) return -1;
+    if (strcmp(fields[0], "TCP") == 0 && count <= 4) req->proto = PROTO_TCP;
+    else if (strcmp(fields[0], "UDP") == 0 && count == 3) req->proto = PROTO_UDP;
+    else return -1;
+    req->host = fields[1];
+    req->port = parse_number(fields[2], 1, 65535);
+    req->timeout_ms = count == 4 ? parse_number(fields[3], 1, 600000) : connect_timeout_ms;
+    return req->port < 0 || req->timeout_ms < 0 ? -1 : 0;
+}
+
+struct target {
+    struct sockaddr_storage addr[2];
+    socklen_t len[2];
+    int count;
+};
+
+static void add_v4(struct target *t, const struct in_addr *a, int port) {
+    struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr[t->count];
+    memset(sin, 0, sizeof *sin);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)port);
+    sin->sin_addr = *a;
+    t->len[t->count++] = sizeof *sin;
+}
+
+static void add_v6(struct target *t, const struct in6_addr *a, uint32_t scope, int port) {
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr[t->count];
+    memset(sin6, 0, sizeof *sin6);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((uint16_t)port);
+    sin6->sin6_addr = *a;
+    sin6->sin6_scope_id = scope;
+    t->len[t->count++] = sizeof *sin6;
+}
+
+/* Runs in the guest's namespace, so a %scope names one of the guest's interfaces. */
+static int parse_target(const char *host, int port, struct target *t) {
+    char buf[HEADER_MAX + 1];
+    struct in_addr a4;
+    struct in6_addr a6;
+    t->count = 0;
+    if (strcmp(host, "localhost") == 0) {
+        inet_pton(AF_INET, "127.0.0.1", &a4);
+        add_v4(t, &a4, port);
+        add_v6(t, &in6addr_loopback, 0, port);
+        return 0;
+    }
+    size_t len = strlen(host);
+    if (len >= sizeof buf) return -1;
+    if (host[0] == '[' && len > 2 && host[len - 1] == ']') {
+        memcpy(buf, host + 1, len - 2);
+        buf[len - 2] = '\0';
+    } else {
+        memcpy(buf, host, len + 1);
+        if (inet_pton(AF_INET, buf, &a4) == 1) {
+            add_v4(t, &a4, port);
+            return 0;
+        }
+    }
+    uint32_t scope = 0;
+    char *pct = strchr(buf, '%');
+    if (pct) {
+        *pct++ = '\0';
+        int n = parse_number(pct, 0, INT_MAX);
+        scope = n >= 0 ? (uint32_t)n : if_nametoindex(pct);
+        if (scope == 0 && n != 0) return -1;
+    }
+    if (inet_pton(AF_INET6, buf, &a6) != 1) return -1;
+    add_v6(t, &a6, scope, port);
+    return 0;
+}
+
+/* ---- connecting inside the guest ---- */
+
+/* Returns a connected blocking socket, or -errno. -ECANCELED: the client left while waiting. */
+static int dial_one(int client, const struct sockaddr *addr, socklen_t len, int type, long long deadline) {
+    int fd = socket(addr->sa_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    if (type == SOCK_STREAM) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    int err = 0;
+    if (connect(fd, addr, len) < 0) err = errno;
+    while (err == EINPROGRESS || err == EINTR) {
+        long long left = deadline - now_ms();
+        if (left <= 0) {
+            err = ETIMEDOUT;
+            break;
+        }
+        /* POLLHUP on a unix socket means the client closed; a mere half-close (FIN after the
+         * request) is a client still waiting for its answer. */
+        struct pollfd pfd[2] = {{.fd = fd, .events = POLLOUT}, {.fd = client, .events = 0}};
+        int n = poll(pfd, 2, (int)left);
+        if (n < 0 && errno != EINTR) {
+            err = errno;
+            break;
+        }
+        if (n <= 0) continue;
+        if (pfd[1].revents & (POLLHUP | POLLERR)) {
+            err = ECANCELED;
+            break;
+        }
+        if (pfd[0].revents) {
+            socklen_t elen = sizeof err;
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0) err = errno;
+        }
+    }
+    if (err) {
+        close(fd);
+        return -err;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+static int dial(int client, const struct target *t, int type, int timeout_ms) {
+    long long deadline = now_ms() + timeout_ms;
+    int first = 0;
+    for (int i = 0; i < t->count; i++) {
+        int fd = dial_one(client, (const struct sockaddr *)&t->addr[i], t->len[i], type, deadline);
+        if (fd >= 0 || fd == -ECANCELED || fd == -ETIMEDOUT) return fd;
+        if (!first) first = fd;
+    }
+    return first;
+}
+
+/* ---- moving bytes ---- */
+
+struct pump {
+    int in, out;
+};
+
+static void abort_both(const struct pump *p) {
+    shutdown(p->in, SHUT_RDWR);
+    shutdown(p->out, SHUT_RDWR);
+}
+
+static void copy_fallback(const struct pump *p) {
+    char *buf = malloc(COPY_BYTES);
+    if (!buf) return abort_both(p);
+    for (;;) {
+        ssize_t n = recv(p->in, buf, COPY_BYTES, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 || (n > 0 && write_all(p->out, buf, (size_t)n) < 0)) {
+            abort_both(p);
+            break;
+        }
+        if (n == 0) {
+            shutdown(p->out, SHUT_WR);
+            break;
+        }
+    }
+    free(buf);
+}
+
+/* One direction: in -> pipe -> out until EOF (then half-close out) or an error (then both go). */
+static void *pump_run(void *arg) {
+    const struct pump *p = arg;
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        copy_fallback(p);
+        return NULL;
+    }
+    /* A user over its pipe quota (fs.pipe-user-pages-soft) gets tiny pipes: copy instead. */
+    int size = fcntl(pipefd[1], F_SETPIPE_SZ, PIPE_BYTES);
+    if (size < 0) size = fcntl(pipefd[1], F_GETPIPE_SZ);
+    if (size < COPY_BYTES) {
+        close(pipefd[0]);
+        close(pipefd[1]);
+        copy_fallback(p);
+        return NULL;
+    }
+    int moved = 0;
+    for (;;) {
+        ssize_t n = splice(p->in, NULL, pipefd[1], NULL, (size_t)size, SPLICE_F_MOVE);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINVAL && !moved) {
+            copy_fallback(p);
+            break;
+        }
+        if (n < 0) {
+            abort_both(p);
+            break;
+        }
+        if (n == 0) {
+            shutdown(p->out, SHUT_WR);
+            break;
+        }
+        moved = 1;
+        while (n > 0) {
+            ssize_t m = splice(pipefd[0], NULL, p->out, NULL, (size_t)n, SPLICE_F_MOVE);
+            if (m < 0 && errno == EINTR) continue;
+            if (m <= 0) break;
+            n -= m;
+        }
+        if (n > 0) {
+            abort_both(p);
+            break;
+        }
+    }
+    close(pipefd[0]);
+    close(pipefd[1]);
+    return NULL;
+}
+
+static void relay_tcp(int client, int guest) {
+    struct pump up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    int started = pthread_create(&thread, &attr, pump_run, &down) == 0;
+    pthread_attr_destroy(&attr);
+    if (!started) return;
+    pump_run(&up);
+    pthread_join(thread, NULL);
+}
+
+/* Datagrams from the client arrive framed on the stream; replies go back framed the same way. */
+static void relay_udp(int client, int guest) {
+    size_t cap = 2 * (DGRAM_MAX + 2);
+    unsigned char *in = malloc(cap), *out = malloc(DGRAM_MAX + 2);
+    size_t have = 0;
+    while (in && out) {
+        struct pollfd pfd[2] = {{.fd = client, .events = POLLIN}, {.fd = guest, .events = POLLIN}};
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (pfd[0].revents) {
+            ssize_t n = recv(client, in + have, cap - have, MSG_DONTWAIT);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (n <= 0) break;
+            have += (size_t)n;
+            size_t at = 0;
+            while (have - at >= 2) {
+                size_t len = (size_t)in[at] << 8 | in[at + 1];
+                if (have - at < 2 + len) break;
+                /* A refused or unroutable datagram is lost, as UDP is; the channel stays. */
+                send(guest, in + at + 2, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+                at += 2 + len;
+            }
+            memmove(in, in + at, have - at);
+            have -= at;
+        }
+        if (pfd[1].revents) {
+            ssize_t n = recv(guest, out + 2, DGRAM_MAX, MSG_DONTWAIT);
+            if (n < 0 && errno != EINTR && errno != EAGAIN && errno != ECONNREFUSED) break;
+            if (n < 0) continue;
+            out[0] = (unsigned char)(n >> 8);
+            out[1] = (unsigned char)n;
+            if (write_all(client, out, (size_t)n + 2) < 0) break;
+        }
+    }
+    free(in);
+    free(out);
+}
+
+static void serve(int client) {
+    char line[HEADER_MAX + 1];
+    struct request req;
+    struct target target;
+    set_recv_timeout(client, header_timeout_ms);
+    if (read_header(client, line, sizeof line) < 0) {
+        if (errno == EMSGSIZE) reply_error(client, "BADREQ", "request line longer than 255 bytes");
+        else if (errno == EAGAIN || errno == EWOULDBLOCK) reply_error(client, "BADREQ", "no request line in time");
+        goto done;
+    }
+    if (parse_request(line, &req) < 0) {
+        reply_error(client, "BADREQ", "expected \"TCP|UDP <ip> <port>[ <timeout-ms>]\"");
+        goto done;
+    }
+    set_recv_timeout(client, 0);
+    if (parse_target(req.host, req.port, &target) < 0) {
+        reply_error(client, "NOTLITERAL", "host must be an IP address or localhost");
+        goto done;
+    }
+    int type = req.proto == PROTO_TCP ? SOCK_STREAM : SOCK_DGRAM;
+    int guest = dial(client, &target, type, req.timeout_ms);
+    if (guest < 0) {
+        if (guest != -ECANCELED) reply_errno(client, -guest);
+        goto done;
+    }
+    if (write_all(client, "OK\n", 3) == 0) {
+        if (req.proto == PROTO_TCP) relay_tcp(client, guest);
+        else relay_udp(client, guest);
+    }
+    close(guest);
+done:
+    close(client);
+}
+
+/* ---- setup and the accept loop ---- */
+
+static void cleanup_and_exit(int status) {
+    unlink(socket_path);
+    fflush(stderr);
+    _exit(status);
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "nsrelay: %s: %s\n", what, strerror(errno));
+    return 1;
+}
+
+static int usage(const char *msg) {
+    fprintf(stderr,
+            "nsrelay: %s\nusage: nsrelay (--pid PID | --netns PATH) --socket PATH [--userns PATH]\n"
+            "               [--connect-timeout-ms N] [--header-timeout-ms N]\n",
+            msg);
+    return 2;
+}
+
+static int listen_unix(const char *path) {
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sun.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path); /* left by a killed relay */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    mode_t old = umask(0177);
+    int rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old);
+    if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 1024) < 0) {
+        int err = errno;
+        if (rc == 0) unlink(path);
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+/* Only our own user (or root) may use the relay, even if the socket's mode were loosened. Inside
+ * a guest's user namespace uids read back translated (or as the overflow uid), so there the
+ * socket's 0600 mode is the only check. */
+static int peer_allowed(int fd) {
+    if (!check_peers) return 1;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return 0;
+    return cred.uid == 0 || cred.uid == geteuid();
+}
+
+static void *acceptor(void *arg);
+
+static int spawn_acceptor(void) {
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&idle_acceptors, 1);
+    int rc = pthread_create(&thread, &attr, acceptor, NULL);
+    if (rc != 0) atomic_fetch_sub(&idle_acceptors, 1);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+/* Threads wait in accept() themselves, so a new connection wakes the thread that serves it
+ * (no hand-off, no thread start on the connect path). One that takes a connection starts a
+ * replacement when it was the last one waiting; up to IDLE_MAX wait, the rest exit when done.
+ * Should a thread fail to start, connections queue until a busy one comes back. */
+static void *acceptor(void *arg) {
+    (void)arg;
+    for (;;) {
+        int client = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (client < 0) {
+            /* Out of fds: back off instead of spinning on a queue we can't drain. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) poll(NULL, 0, 50);
+            continue;
+        }
+        if (!peer_allowed(client)) {
+            close(client);
+            continue;
+        }
+        if (atomic_fetch_sub(&idle_acceptors, 1) == 1) spawn_acceptor();
+        serve(client);
+        if (atomic_fetch_add(&idle_acceptors, 1) >= IDLE_MAX) {
+            atomic_fetch_sub(&idle_acceptors, 1);
+            return NULL;
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *netns = NULL, *userns = NULL;
+    int pid = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!val) return usage("missing value");
+        i++;
+        if (strcmp(arg, "--pid") == 0) pid = parse_number(val, 1, INT_MAX);
+        else if (strcmp(arg, "--netns") == 0) netns = val;
+        else if (strcmp(arg, "--userns") == 0) userns = val;
+        else if (strcmp(arg, "--socket") == 0) socket_path = val;
+        else if (strcmp(arg, "--connect-timeout-ms") == 0) connect_timeout_ms = parse_number(val, 1, 600000);
+        else if (strcmp(arg, "--header-timeout-ms") == 0) header_timeout_ms = parse_number(val, 1, 600000);
+        else return usage("unknown option");
+        if (connect_timeout_ms < 0 || header_timeout_ms < 0) return usage("bad timeout");
+    }
+    if (!socket_path || (pid < 0) == !netns) return usage("need --socket and one of --pid or --netns");
+
+    pid_t parent = getppid();
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) return 0;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL); /* threads inherit it: only signalfd sees these */
+    int sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sigfd < 0) return fail("signalfd");
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    /* pidfd first, then the namespace, then check the process still lives: no pid-reuse race. */
+    char path[64];
+    int pidfd = -1;
+    if (pid > 0) {
+        pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0 && errno != ENOSYS) {
+            fprintf(stderr, "nsrelay: process %d: %s\n", pid, strerror(errno));
+            return 1;
+        }
+        snprintf(path, sizeof path, "/proc/%d/ns/net", pid);
+        netns = path;
+    }
+    int nsfd = open(netns, O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0) return fail(netns);
+    if (pidfd >= 0 && poll(&(struct pollfd){.fd = pidfd, .events = POLLIN}, 1, 0) > 0) {
+        fprintf(stderr, "nsrelay: process %d exited\n", pid);
+        return 1;
+    }
+
+    listen_fd = listen_unix(socket_path);
+    if (listen_fd < 0) return fail(socket_path);
+    if (setns(nsfd, CLONE_NEWNET) < 0) {
+        int err = errno;
+        int ufd = err == EPERM && userns ? open(userns, O_RDONLY | O_CLOEXEC) : -1;
+        if (ufd < 0 || setns(ufd, CLONE_NEWUSER) < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
+            errno = ufd < 0 ? err : errno;
+            fail("entering the network namespace");
+            cleanup_and_exit(1);
+        }
+        close(ufd);
+        check_peers = 0;
+        /* New credentials clear the parent-death signal. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) cleanup_and_exit(0);
+    }
+    close(nsfd);
+
+    for (int i = 0; i < 2; i++) {
+        if (spawn_acceptor() != 0) {
+            errno = EAGAIN;
+            fail("starting threads");
+            cleanup_and_exit(1);
+        }
+    }
+    if (write(STDOUT_FILENO, "READY 1\n", 8) != 8) cleanup_and_exit(1);
+    /* The acceptor threads serve; this one only waits for the reasons to stop. */
+    struct pollfd pfd[3] = {
+        {.fd = STDIN_FILENO, .events = POLLIN},
+        {.fd = sigfd, .events = POLLIN},
+        {.fd = pidfd, .events = POLLIN}, /* ignored by poll when -1 */
+    };
+    for (;;) {
+        if (poll(pfd, 3, -1) < 0) {
+            if (errno == EINTR) continue;
+            fail("poll");
+            cleanup_and_exit(1);
+        }
+        if (pfd[1].revents) {
+            struct signalfd_siginfo info;
+            if (read(sigfd, &info, sizeof info) == sizeof info) {
+                const char *name = sigabbrev_np((int)info.ssi_signo);
+                fprintf(stderr, "nsrelay: stopped by SIG%s\n", name ? name : "?");
+            }
+            cleanup_and_exit(0);
+        }
+        if (pfd[2].revents) {
+            fprintf(stderr, "nsrelay: process %d (the guest) exited\n", pid);
+            cleanup_and_exit(3);
+        }
+        if (pfd[0].revents) {
+            char buf[256];
+            ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) cleanup_and_exit(0);
+        }
+    }
+}
