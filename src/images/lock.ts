@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { EnvboxError } from '../util/errors.js';
 import { imagesDir } from '../util/paths.js';
 import type { Progress } from '../util/progress.js';
-import { pidAlive } from './store.js';
+import { pidAlive } from '../util/lock.js';
 
 const POLL_MS = 500;
 /** A lock file still empty after this long belongs to a process that died between creating and writing it. */

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runOk } from '../util/exec.js';
+import { pidAlive } from '../util/lock.js';
 import { imagesDir } from '../util/paths.js';
 import type { ResolvedRecipe } from './recipe.js';
 
@@ -132,11 +133,3 @@ export async function diskUsage(dir: string): Promise<number> {
   return Number.parseInt(stdout, 10) || 0;
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EnvboxError } from '../../util/errors.js';
+import { pidAlive } from '../../util/lock.js';
 import { hostStateDir } from '../../util/paths.js';
 import { freeSlot, POOL_BASE, POOL_SLOTS, SLOT_SIZE } from './idmap.js';
 import { RUN_DIR } from './layout.js';
@@ -91,14 +92,6 @@ export async function releaseSlot(id: string): Promise<void> {
   await writeIdmaps(state);
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Runs `fn` holding the host lock: a file created exclusively, holding the owner's pid so a lock left
