@@ -16,9 +16,10 @@ done
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo=sudo
 
-# What envbox runs (lxc, mmdebstrap, uidmap, nftables, openssh-client, zstd), builds with (gcc,
+# What envbox runs (lxc, mmdebstrap, uidmap, nftables, openssh-client, zstd; qemu-system-x86, qemu-utils
+# and e2fsprogs for VMs), builds with (gcc,
 # make, libc6-dev) and what its tests drive as real peers (curl, chromium, inotify-tools, git).
-packages="lxc mmdebstrap uidmap nftables openssh-client zstd iproute2 gcc make libc6-dev curl inotify-tools git chromium"
+packages="lxc mmdebstrap uidmap nftables openssh-client zstd qemu-system-x86 qemu-utils e2fsprogs iproute2 gcc make libc6-dev curl inotify-tools git chromium"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -30,8 +31,10 @@ if [ -n "$missing" ]; then
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "==> npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # The locked versions, as npm ci would install them; npm ci itself refuses this lock where the
+  # registry does not serve every platform's optional build of a package (rollup's, for one).
+  echo "==> npm install (locked versions)"
+  npm install --no-save --no-audit --no-fund --loglevel=error
 fi
 
 echo "==> building"
