@@ -51,7 +51,7 @@ export async function run(root) {
   const envOut = (...args) => spawnSync(shim, args, { ...opts, encoding: 'utf8' });
   const guest = (script) => {
     const r = envOut('exec', '--', 'sh', '-c', script);
-    if (r.status !== 0) throw new Error(`${script}: ${r.stderr}`);
+    if (r.status !== 0) throw new Error(`${script}: ${r.stdout}${r.stderr}`);
     return r.stdout;
   };
   const out = [];
@@ -68,7 +68,7 @@ export async function run(root) {
 
     // Throughput: 256 MiB written with fsync and read back cold, on the share and on the guest's disk.
     const rates = {};
-    for (const [where, path] of [['share', '~/project/bench.bin'], ['disk', '~/bench.bin']]) {
+    for (const [where, path] of [['share', '$HOME/project/bench.bin'], ['disk', '$HOME/bench.bin']]) {
       const write = guest(`dd if=/dev/zero of=${path} bs=1M count=${MIB} conv=fsync 2>&1`);
       guest('sync; echo 3 | sudo tee /proc/sys/vm/drop_caches >/dev/null');
       const read = guest(`dd if=${path} of=/dev/null bs=1M 2>&1; rm -f ${path}`);

@@ -66,6 +66,8 @@ export function guestSpec(env: Env, extra: { rootfs: string; authorizedKey: stri
     rootfs: extra.rootfs,
     cpus: env.config.cpus,
     memoryBytes: env.config.memoryBytes,
+    diskBytes: env.config.diskBytes,
+    accel: env.config.accel,
     user: { ...user, authorizedKey: extra.authorizedKey },
     folders: env.config.folders.filter((f) => f.mode === 'mount').map((f) => ({ host: f.host, guest: f.guest })),
     network: { outbound: env.config.network.outbound },

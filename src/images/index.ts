@@ -17,7 +17,8 @@ import { listCached, readImage, removeTree, staleTemps, type ImageInfo } from '.
 export { importImage } from './import.js';
 export { listRecipes, REQUIRED_PACKAGES, templatesDir, type ResolvedRecipe } from './recipe.js';
 export { imageKey, resolveImage, type ImageRef, type ResolvedImage } from './resolve.js';
-export type { ImageInfo, ImageSource } from './store.js';
+export { readImage, type ImageInfo, type ImageSource } from './store.js';
+export { ensureVmImage, readVmImage, vmImagesDir, type VmImage } from './vm.js';
 
 /** The cached image for `ref`, if it has been built (or imported). */
 export async function findImage(ref: ImageRef): Promise<ImageInfo | undefined> {

@@ -51,6 +51,9 @@ export interface GuestSpec {
   rootfs: string;
   cpus?: number;
   memoryBytes?: number;
+  /** VMs: the virtual disk size, and how to accelerate (auto: KVM when it really boots, else TCG). */
+  diskBytes?: number;
+  accel?: 'auto' | 'kvm' | 'tcg';
   user: GuestUser;
   folders: SharedFolder[];
   network: { outbound: boolean };

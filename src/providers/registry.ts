@@ -10,6 +10,7 @@ export interface ProviderOptions {
 /** Every provider envbox knows, loaded only when used. */
 const PROVIDERS: Record<string, (opts: ProviderOptions) => Promise<Provider>> = {
   container: async () => (await import('./lxc/index.js')).lxcProvider,
+  vm: async () => (await import('./qemu/index.js')).qemuProvider,
   incus: async (opts) => (await import('./incus/index.js')).incusProvider('incus', opts.remote),
   lxd: async (opts) => (await import('./incus/index.js')).incusProvider('lxd', opts.remote),
 };

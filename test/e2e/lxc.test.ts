@@ -3,7 +3,8 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { env as runEnv, runProgram } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { env as runEnv, runProgram, SHIM } from '../helpers/cli.js';
 
 // The real thing: env up / ssh / exec / halt / suspend / destroy on unprivileged LXC containers,
 // driven through the CLI as a user runs it. Guests never get outbound network.
@@ -252,6 +253,31 @@ describe('env on LXC containers', () => {
     expect(results.filter((r) => r.stderr.includes('Creating the guest')).length).toBe(1);
     const list = JSON.parse((await p.env(['list', '--json'])).stdout);
     expect(list.envs.filter((e: { name: string }) => e.name === 'e2e-conc')).toHaveLength(1);
+    expect((await p.env(['destroy', '-f'])).code).toBe(0);
+  });
+
+  it('Ctrl-C during env up undoes what that run made', async () => {
+    const p = await project('interrupted', 'name: e2e-int\nnetwork: { outbound: false }\nfolders: []\n');
+    const child = spawn(SHIM, ['up'], { cwd: p.dir, argv0: 'env', env: { ...process.env, ...xdg(), NO_COLOR: '1' } });
+    let stderr = '';
+    const exited = new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+    await new Promise<void>((resolve) =>
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('==> Starting')) resolve();
+      }),
+    );
+    child.kill('SIGINT');
+    const code = await exited;
+    expect(code, stderr).toBe(130);
+    expect(stderr).toContain('interrupted');
+    const list = JSON.parse((await p.env(['list', '--json'])).stdout);
+    expect(list.envs.filter((e: { name: string }) => e.name === 'e2e-int')).toEqual([]);
+    const containers = await runProgram('lxc-ls', ['-P', '/run/envbox/lxc', '-1']);
+    expect(containers.stdout).not.toContain('e2e-int');
+    // And the next up simply works.
+    const up = await p.env(['up']);
+    expect(up.code, up.stderr).toBe(0);
     expect((await p.env(['destroy', '-f'])).code).toBe(0);
   });
 
