@@ -4,16 +4,18 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { env as runEnv } from '../helpers/cli.js';
+import { env as runEnv, runProgram } from '../helpers/cli.js';
 
 // One real VM (QEMU, TCG on hosts where KVM can't boot Debian) driven through the CLI: exec, the shared
-// folder's ownership both ways and git, provisioning, suspend/resume, halt/up and destroy. The VM
+// folder's ownership both ways and git, a port forward and the SOCKS proxy, provisioning,
+// suspend/resume, halt/up, accel: kvm refused where KVM can't boot, and destroy. The VM
 // image is built once and cached; the guest never gets outbound network.
 
 let scratch: string;
 let project: string;
 const xdg = () => ({ XDG_STATE_HOME: join(scratch, 'state') });
-const env = (args: string[]) => runEnv(args, { cwd: project, env: xdg() });
+const env = (args: string[], cwd = project) => runEnv(args, { cwd, env: xdg() });
+const runCurl = (args: string[]) => runProgram('curl', args);
 
 /** Runs a command in the guest as the env user; stdout, trimmed. */
 async function guest(script: string): Promise<string> {
@@ -37,6 +39,9 @@ const mountsUnder = (dir: string) =>
     .reverse();
 const alive = (pid: number) => existsSync(`/proc/${pid}`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('qemu-system');
 
+// A host port for the static forward; the agent reaches the VM over SSH channels.
+const FORWARD_PORT = 18000 + (process.pid % 1000);
+
 describe('env on QEMU VMs', () => {
   let id: string;
 
@@ -52,6 +57,8 @@ describe('env on QEMU VMs', () => {
         'cpus: 2',
         'memory: 1GiB',
         'network: { outbound: false }',
+        `ports: [{ guest: 8000, host: ${FORWARD_PORT} }]`,
+        'proxy: { socks: auto }',
         'provision:',
         '  - shell: echo "provisioned as $(id -un)" > /var/tmp/provision.log',
         '',
@@ -84,6 +91,36 @@ describe('env on QEMU VMs', () => {
     expect((await env(['exec', '--', 'true'])).code).toBe(0);
     expect((await env(['exec', '--', 'sh', '-c', 'exit 7'])).code).toBe(7);
     expect(await guest('id -un; nproc; uname -r')).toMatch(/^dev\n2\n\d+\.\d+/);
+  });
+
+  it("forwards a port and proxies SOCKS5 to a service on the guest's localhost", async () => {
+    // A tiny HTTP responder bound only to the guest's loopback (systemd ships systemd-socket-activate).
+    const reply = 'printf "HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nhello from the vm\\n"';
+    const start = await env(['exec', '--', 'sh', '-c', `nohup systemd-socket-activate -l 127.0.0.1:8000 --inetd -a sh -c '${reply}' >/dev/null 2>&1 &`]);
+    expect(start.code, start.stderr).toBe(0);
+    const curl = async (args: string[]) => {
+      for (let i = 0; ; i++) {
+        const r = await runCurl(args);
+        if (r.code === 0 || i >= 50) return r;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    };
+    const direct = await curl(['-s', '--max-time', '10', `http://127.0.0.1:${FORWARD_PORT}/`]);
+    expect(direct.stdout).toBe('hello from the vm\n');
+    const proxy = JSON.parse((await env(['proxy', '--json'])).stdout).proxy as { address: string };
+    const viaSocks = await curl(['-s', '--max-time', '10', '--socks5-hostname', proxy.address, 'http://e2e-vm:8000/']);
+    expect(viaSocks.stdout).toBe('hello from the vm\n');
+  });
+
+  it('refuses accel: kvm on a host where KVM cannot boot, before creating anything', async () => {
+    const other = join(scratch, 'kvm');
+    await mkdir(other);
+    await writeFile(join(other, 'Envfile'), 'name: e2e-kvm\nprovider: vm\naccel: kvm\nfolders: []\nnetwork: { outbound: false }\n');
+    const r = await env(['up'], other);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/KVM/);
+    const list = JSON.parse((await env(['list', '--json'])).stdout);
+    expect(list.envs.map((e: { name: string }) => e.name)).not.toContain('e2e-kvm');
   });
 
   it('provisioned the guest on the first up', async () => {
