@@ -87,8 +87,9 @@ describe.skipIf(!runnable)('provider: incus on a real Incus daemon', () => {
 
   describe('a local env with a shared folder', () => {
     let p: Project;
+    const forwardPort = 19000 + (process.pid % 1000);
     beforeAll(async () => {
-      p = await project('local', '');
+      p = await project('local', `ports: [{ guest: 8000, host: ${forwardPort} }]\nproxy: { socks: auto }\n`);
     });
 
     it('comes up, and ssh and exec work as the guest user', async () => {
@@ -101,6 +102,22 @@ describe.skipIf(!runnable)('provider: incus on a real Incus daemon', () => {
 
     it('has no network device but loopback: guest traffic cannot leave', async () => {
       expect(ok(await p.env(['exec', '--', 'sh', '-c', 'ls /sys/class/net']))).toBe('lo\n');
+    });
+
+    it("forwards a port and proxies SOCKS5 to a service on the guest's localhost, through the agent", async () => {
+      // A tiny HTTP responder bound only to the guest's loopback (systemd ships systemd-socket-activate).
+      const reply = 'printf "HTTP/1.0 200 OK\\r\\n\\r\\nhello from incus\\n"';
+      ok(await p.env(['exec', '--', 'sh', '-c', `nohup systemd-socket-activate -l 127.0.0.1:8000 --inetd -a sh -c '${reply}' >/dev/null 2>&1 &`]));
+      const curl = async (args: string[]) => {
+        for (let i = 0; ; i++) {
+          const r = await run('curl', ['-s', '--max-time', '10', ...args]);
+          if (r.code === 0 || i >= 50) return r;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      };
+      expect((await curl([`http://127.0.0.1:${forwardPort}/`])).stdout).toBe('hello from incus\n');
+      const proxy = JSON.parse(ok(await p.env(['proxy', '--json']))).proxy as { address: string };
+      expect((await curl(['--socks5-hostname', proxy.address, `http://local-${TAG}:8000/`])).stdout).toBe('hello from incus\n');
     });
 
     it('shares the folder with one owner on both sides (shift=true), and git trusts it', async () => {
