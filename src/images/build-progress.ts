@@ -1,8 +1,10 @@
 /**
  * Turns mmdebstrap's `--verbose` output (its own `I:` lines plus apt's and dpkg's) into progress: what
- * it is doing, an overall fraction, and the few lines worth keeping. Pure, so it is table-tested with
+ * it is doing, an overall fraction, and the few lines worth keeping. The parsing is pure, so it is table-tested with
  * recorded output; mmdebstrap runs with LC_ALL=C.UTF-8 so the apt and dpkg lines are in English.
  */
+
+import type { Progress } from '../util/progress.js';
 
 export type BuildPhase = 'start' | 'update' | 'download' | 'extract' | 'essential' | 'remaining' | 'finish' | 'done';
 
@@ -61,6 +63,20 @@ export function fractionOf(state: BuildState): number {
   const { start, span } = PHASES[state.phase];
   const within = state.steps > 0 ? Math.min(1, state.done / state.steps) : 0;
   return Math.round((start + span * within) * 1000) / 1000;
+}
+
+/**
+ * The line handler for runMmdebstrap: follows the build's phases and reports them to `progress`,
+ * with fractions scaled by `share` when the build is only part of the work.
+ */
+export function buildLineReporter(progress: Progress, share = 1): (line: string) => void {
+  let state = initialBuildState();
+  return (line) => {
+    const step = readBuildLine(state, line);
+    state = step.state;
+    if (step.update) progress.update(step.update.detail, step.update.fraction * share);
+    if (step.log) progress.log(step.log);
+  };
 }
 
 export function readBuildLine(state: BuildState, line: string): BuildStep {

@@ -5,7 +5,7 @@ import { runOk } from '../util/exec.js';
 import { imagesDir } from '../util/paths.js';
 import type { Progress } from '../util/progress.js';
 import { formatSize } from '../util/size.js';
-import { failureHint, failureLines, initialBuildState, readBuildLine } from './build-progress.js';
+import { buildLineReporter, failureHint, failureLines } from './build-progress.js';
 import { customizeRootfs } from './customize.js';
 import { aborted } from './lock.js';
 import { eatmydataUsable, mmdebstrapArgs, runMmdebstrap } from './mmdebstrap.js';
@@ -36,17 +36,7 @@ export async function buildRecipeImage(image: ResolvedImage, progress: Progress,
     const rootfs = join(work, 'rootfs');
     const args = mmdebstrapArgs(recipe, rootfs, { eatmydata: await eatmydataUsable() });
     progress.log(`${what} (${recipe.suite}, ${recipe.packages.length} packages + dependencies)`);
-    let state = initialBuildState();
-    const result = await runMmdebstrap(
-      args,
-      (line) => {
-        const step = readBuildLine(state, line);
-        state = step.state;
-        if (step.update) progress.update(step.update.detail, step.update.fraction);
-        if (step.log) progress.log(step.log);
-      },
-      signal,
-    );
+    const result = await runMmdebstrap(args, buildLineReporter(progress), signal);
     if (result.aborted) throw aborted(what);
     if (result.code !== 0) {
       const log = failedLogFile(image.key);

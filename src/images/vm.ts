@@ -6,7 +6,7 @@ import { runOk } from '../util/exec.js';
 import { imagesDir } from '../util/paths.js';
 import type { Progress } from '../util/progress.js';
 import { formatSize } from '../util/size.js';
-import { failureHint, failureLines, initialBuildState, readBuildLine } from './build-progress.js';
+import { buildLineReporter, failureHint, failureLines } from './build-progress.js';
 import { failedLogFile } from './build.js';
 import { customizeRootfs } from './customize.js';
 import { aborted, withImageLock } from './lock.js';
@@ -129,17 +129,7 @@ async function buildVmImage(name: string, key: string, recipe: ResolvedRecipe, p
     // Hooks go before the positional arguments (suite, target, optional mirror) at the end.
     args.splice(args.length - (recipe.mirror ? 3 : 2), 0, `--setup-hook=${setup}`, `--customize-hook=${customize}`);
     progress.log(`${what} (${recipe.suite}, ${recipe.packages.length} packages + dependencies, kernel included)`);
-    let state = initialBuildState();
-    const result = await runMmdebstrap(
-      args,
-      (line) => {
-        const step = readBuildLine(state, line);
-        state = step.state;
-        if (step.update) progress.update(step.update.detail, step.update.fraction * 0.9);
-        if (step.log) progress.log(step.log);
-      },
-      signal,
-    );
+    const result = await runMmdebstrap(args, buildLineReporter(progress, 0.9), signal);
     if (result.aborted) throw aborted(what);
     if (result.code !== 0) {
       const log = failedLogFile(key);
