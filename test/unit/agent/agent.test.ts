@@ -71,7 +71,7 @@ describe('the control socket', () => {
       lines.push(...parts);
     });
     socket.write('not json\n{"id":7,"method":"status"}\n{"id":8}\n');
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await vi.waitFor(() => expect(lines).toHaveLength(3), { timeout: 5_000 });
     socket.destroy();
     const replies = lines.map((l) => JSON.parse(l) as { id: unknown; ok: boolean; error?: { code: string } });
     expect(replies.map((r) => [r.id, r.ok, r.error?.code])).toEqual([
@@ -112,7 +112,7 @@ describe('forwards over SSH', () => {
     await startTestAgent(guest, { forwards: [forward(port, 8000)] });
     const result = await exchange(port, 'anyone?');
     expect(result.reply).toBe('');
-    expect(result.ms).toBeLessThan(1_000);
+    expect(result.ms).toBeLessThan(3_000); // a hang would last the 5 s socket timeout
   });
 
   it('reports a host port that is taken, and keeps the other forwards', async () => {
@@ -295,12 +295,12 @@ describe('reconnecting', () => {
     await event((e) => e.type === 'reconnecting');
     const asked = Date.now();
     const s = await status(files.socket);
-    expect(Date.now() - asked).toBeLessThan(500);
+    expect(Date.now() - asked).toBeLessThan(3_000); // not held up by the reconnect attempts
     expect(s.connection.state).toBe('reconnecting');
     expect(s.forwards[0]!.state).toBe('waiting');
     const during = await exchange(port, 'hello?');
     expect(during.reply).toBe('');
-    expect(during.ms).toBeLessThan(1_000);
+    expect(during.ms).toBeLessThan(3_000);
     await expect(socks(s.proxy!.port, 'webapp', 8000)).rejects.toThrow();
 
     await guest.start();
