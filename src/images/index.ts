@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UsageError } from '../util/errors.js';
+import { EnvboxError, UsageError } from '../util/errors.js';
 import { imagesDir } from '../util/paths.js';
 import { silentProgress, type Progress } from '../util/progress.js';
 import { closest } from '../util/suggest.js';
@@ -8,6 +8,7 @@ import { buildRecipeImage } from './build.js';
 import { lockHolder, withImageLock } from './lock.js';
 import { resolveImage, type ImageRef, type ResolvedImage } from './resolve.js';
 import { listCached, readImage, removeTree, staleTemps, type ImageInfo } from './store.js';
+import { listVmImages } from './vm.js';
 
 /**
  * Images: recipes from templates/images built with mmdebstrap, or imported rootfs tarballs, cached under
@@ -17,7 +18,7 @@ import { listCached, readImage, removeTree, staleTemps, type ImageInfo } from '.
 export { importImage } from './import.js';
 export { listRecipes, REQUIRED_PACKAGES, templatesDir, type ResolvedRecipe } from './recipe.js';
 export { imageKey, resolveImage, type ImageRef, type ResolvedImage } from './resolve.js';
-export { readImage, type ImageInfo, type ImageSource } from './store.js';
+export { readImage, type ImageInfo, type ImageKind, type ImageSource } from './store.js';
 export { ensureVmImage, readVmImage, vmImagesDir, type VmImage } from './vm.js';
 
 /** The cached image for `ref`, if it has been built (or imported). */
@@ -56,13 +57,21 @@ async function build(image: ResolvedImage, progress: Progress, signal: AbortSign
   });
 }
 
-export function listImages(): Promise<ImageInfo[]> {
-  return listCached();
+/** Container images, then VM images. */
+export async function listImages(): Promise<ImageInfo[]> {
+  return [...(await listCached()), ...(await listVmImages())];
 }
 
-/** Removes cached images by name (every build of it) or key (a unique prefix of 6+ characters will do). */
-export async function removeImage(nameOrKey: string): Promise<ImageInfo[]> {
-  const images = await listCached();
+/** Which envs use which image keys: the name of every env, by key. */
+export type ImageUsers = Map<string, string[]>;
+
+/**
+ * Removes cached images by name (every build of it, container and VM) or key (a unique prefix of 6+
+ * characters will do). An image an env is built on is refused: its files are that env's lower layer
+ * (container) or backing disk (VM), and removing them would break it.
+ */
+export async function removeImage(nameOrKey: string, users: ImageUsers = new Map()): Promise<ImageInfo[]> {
+  const images = await listImages();
   let matches = images.filter((i) => i.name === nameOrKey || i.key === nameOrKey);
   if (matches.length === 0 && /^[0-9a-f]{6,}$/.test(nameOrKey)) matches = images.filter((i) => i.key.startsWith(nameOrKey));
   if (matches.length === 0) {
@@ -74,6 +83,14 @@ export async function removeImage(nameOrKey: string): Promise<ImageInfo[]> {
   if (new Set(matches.map((i) => i.name)).size > 1) {
     throw new UsageError('IMAGE_AMBIGUOUS', `${nameOrKey} matches several images: ${matches.map((i) => `${i.name} (${i.key})`).join(', ')}`, {
       hint: 'give more characters of the key, or the image name',
+    });
+  }
+  const used = matches.filter((i) => users.has(i.key));
+  if (used.length > 0) {
+    const names = [...new Set(used.flatMap((i) => users.get(i.key)!))];
+    throw new EnvboxError('IMAGE_IN_USE', `${nameOrKey} is in use by ${names.length === 1 ? 'env' : 'envs'} ${names.join(', ')}: removing it would break ${names.length === 1 ? 'that env' : 'them'}`, {
+      hint: 'run env destroy in those envs\' folders first (env list shows them), then remove the image',
+      details: { envs: names, keys: used.map((i) => i.key) },
     });
   }
   for (const image of matches) {
@@ -89,7 +106,7 @@ export async function removeImage(nameOrKey: string): Promise<ImageInfo[]> {
  */
 export async function pruneImages(keepKeys: Set<string>, opts: { imports?: boolean } = {}): Promise<ImageInfo[]> {
   const removed: ImageInfo[] = [];
-  for (const image of await listCached()) {
+  for (const image of await listImages()) {
     if (keepKeys.has(image.key) || (image.source === 'import' && !opts.imports)) continue;
     if ((await lockHolder(image.key)) !== undefined) continue;
     await removeTree(image.dir);

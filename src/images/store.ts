@@ -13,6 +13,8 @@ import type { ResolvedRecipe } from './recipe.js';
  */
 
 export type ImageSource = 'recipe' | 'import';
+/** A container image is a rootfs; a VM image (images/vm.ts) adds a kernel and a base disk. */
+export type ImageKind = 'container' | 'vm';
 
 /** image.json */
 export interface ImageMeta {
@@ -29,6 +31,7 @@ export interface ImageMeta {
 export interface ImageInfo {
   key: string;
   name: string;
+  kind: ImageKind;
   rootfs: string;
   dir: string;
   packages: string[];
@@ -57,6 +60,7 @@ export async function readImage(key: string): Promise<ImageInfo | undefined> {
   return {
     key,
     name: meta.name,
+    kind: 'container',
     rootfs: join(dir, 'rootfs'),
     dir,
     packages: meta.packages ?? [],

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, copyFile, mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EnvboxError } from '../util/errors.js';
 import { runOk } from '../util/exec.js';
@@ -46,11 +46,22 @@ export interface VmImage {
 }
 
 interface VmImageMeta {
+  /** The container image's name it was built from (older builds say "NAME (vm)"). */
   name: string;
   key: string;
   recipe: ResolvedRecipe;
   diskBytes: number;
+  /** Disk space the image takes (its disk is sparse); missing in older builds. */
+  size?: number;
   created: string;
+}
+
+const KEY = /^[0-9a-f]{16}$/;
+
+async function readVmMeta(key: string): Promise<VmImageMeta | undefined> {
+  if (!KEY.test(key)) return undefined;
+  const meta = (await readFile(join(vmImagesDir(), key, 'image.json'), 'utf8').then(JSON.parse, () => undefined)) as VmImageMeta | undefined;
+  return meta?.key === key && typeof meta.name === 'string' ? meta : undefined;
 }
 
 export function vmImagesDir(): string {
@@ -75,10 +86,9 @@ export function baseDiskBytes(rootfsBytes: number): number {
 }
 
 export async function readVmImage(key: string): Promise<VmImage | undefined> {
-  if (!/^[0-9a-f]{16}$/.test(key)) return undefined;
+  const meta = await readVmMeta(key);
+  if (!meta) return undefined;
   const dir = join(vmImagesDir(), key);
-  const meta = (await readFile(join(dir, 'image.json'), 'utf8').then(JSON.parse, () => undefined)) as VmImageMeta | undefined;
-  if (meta?.key !== key) return undefined;
   return {
     key,
     name: meta.name,
@@ -92,6 +102,30 @@ export async function readVmImage(key: string): Promise<VmImage | undefined> {
   };
 }
 
+/** Every cached VM image, described like the container images so `env image list|rm|prune` handle both. */
+export async function listVmImages(): Promise<ImageInfo[]> {
+  const entries = await readdir(vmImagesDir()).catch(() => [] as string[]);
+  const images: ImageInfo[] = [];
+  for (const key of entries) {
+    const meta = await readVmMeta(key);
+    if (!meta) continue;
+    const dir = join(vmImagesDir(), key);
+    images.push({
+      key,
+      name: meta.name.replace(/ \(vm\)$/, ''),
+      kind: 'vm',
+      rootfs: join(dir, 'rootfs'),
+      dir,
+      packages: meta.recipe.packages,
+      sizeBytes: meta.size ?? meta.diskBytes,
+      created: meta.created,
+      source: 'recipe',
+      recipe: meta.recipe,
+    });
+  }
+  return images.sort((a, b) => a.name.localeCompare(b.name) || b.created.localeCompare(a.created));
+}
+
 /** The VM image for a cached container image, built first when it isn't cached (shared by concurrent callers). */
 export async function ensureVmImage(base: ImageInfo, progress: Progress, signal?: AbortSignal): Promise<VmImage> {
   if (!base.recipe) {
@@ -103,7 +137,7 @@ export async function ensureVmImage(base: ImageInfo, progress: Progress, signal?
   const key = vmImageKey(recipe);
   const cached = await readVmImage(key);
   if (cached) return cached;
-  const name = `${base.name} (vm)`;
+  const name = base.name;
   return withImageLock(key, `building VM image ${name}`, progress, signal, async () => {
     return (await readVmImage(key)) ?? buildVmImage(name, key, vmRecipe(recipe), progress, signal);
   });
@@ -156,7 +190,7 @@ async function buildVmImage(name: string, key: string, recipe: ResolvedRecipe, p
     });
     progress.update('syncing to disk', 0.99);
     await runOk('sync', ['--file-system', work]);
-    const meta: VmImageMeta = { name, key, recipe, diskBytes, created: new Date().toISOString() };
+    const meta: VmImageMeta = { name, key, recipe, diskBytes, size: await diskUsage(work), created: new Date().toISOString() };
     await writeFile(join(work, 'build.log'), `${result.lines.join('\n')}\n`);
     await writeFile(join(work, 'image.json'), `${JSON.stringify(meta, null, 2)}\n`);
     await mkdir(vmImagesDir(), { recursive: true, mode: 0o755 });

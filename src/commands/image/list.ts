@@ -11,10 +11,13 @@ export default class ImageList extends EnvCommand {
     const images = await listImages();
     const recipes = await listRecipes();
     const built = new Set(images.map((i) => i.name));
-    this.result({ images, recipes }, () => {
-      const rows = images.map((i) => [i.name, i.key, i.source, formatSize(i.sizeBytes), i.created.slice(0, 19).replace('T', ' ')]);
-      for (const r of recipes) if (!built.has(r)) rows.push([r, '-', 'recipe', '-', 'not built']);
-      return table([['IMAGE', 'KEY', 'SOURCE', 'SIZE', 'BUILT'], ...rows]);
+    const { imageUsers } = await import('../../core/image-users.js');
+    const users = await imageUsers();
+    const listed = images.map((i) => ({ ...i, usedBy: users.get(i.key) ?? [] }));
+    this.result({ images: listed, recipes }, () => {
+      const rows = listed.map((i) => [i.name, i.kind, i.key, i.source, formatSize(i.sizeBytes), i.created.slice(0, 19).replace('T', ' '), i.usedBy.join(',') || '-']);
+      for (const r of recipes) if (!built.has(r)) rows.push([r, '-', '-', 'recipe', '-', 'not built', '-']);
+      return table([['IMAGE', 'KIND', 'KEY', 'SOURCE', 'SIZE', 'BUILT', 'USED BY'], ...rows]);
     });
   }
 }

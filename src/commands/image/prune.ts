@@ -8,11 +8,11 @@ export default class ImagePrune extends EnvCommand {
   };
 
   async run(): Promise<void> {
-    const { listEnvs } = await import('../../core/state.js');
+    const { imageUsers } = await import('../../core/image-users.js');
     const { pruneImages } = await import('../../images/index.js');
     const { flags } = await this.parse(ImagePrune);
-    const inUse = new Set((await listEnvs()).map((e) => e.record.image?.key).filter((k): k is string => Boolean(k)));
+    const inUse = new Set((await imageUsers()).keys());
     const removed = await pruneImages(inUse, { imports: flags.imports });
-    this.result({ removed }, () => (removed.length ? removed.map((i) => `removed ${i.name} (${i.key})`).join('\n') : 'nothing to remove'));
+    this.result({ removed }, () => (removed.length ? removed.map((i) => `removed ${i.name}${i.kind === 'vm' ? ' (VM)' : ''} (${i.key})`).join('\n') : 'nothing to remove'));
   }
 }

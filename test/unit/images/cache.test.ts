@@ -18,6 +18,14 @@ async function fakeImage(key: string, meta: Partial<ImageMeta> = {}): Promise<vo
   await writeFile(join(dir, 'image.json'), JSON.stringify(full));
 }
 
+/** A VM image as images/vm.ts writes it: image.json under imagesDir()/vm/<key>/. */
+async function fakeVmImage(key: string, name = 'debian/bookworm'): Promise<void> {
+  const dir = join(imagesDir(), 'vm', key);
+  await mkdir(join(dir, 'rootfs'), { recursive: true });
+  const recipe = { name, suite: 'bookworm', packages: ['linux-image-amd64'] };
+  await writeFile(join(dir, 'image.json'), JSON.stringify({ name, key, recipe, diskBytes: 2 ** 30, size: 8192, created: '2024-01-02T00:00:00.000Z' }));
+}
+
 function recording(): Progress & { lines: string[] } {
   const lines: string[] = [];
   return { lines, update: (d) => lines.push(`update ${d}`), log: (l) => lines.push(`log ${l}`) };
@@ -60,6 +68,38 @@ describe('the image cache', () => {
     expect((await removeImage('bbbbbb')).map((i) => i.name)).toEqual(['mine']);
     expect((await removeImage('debian/bookworm')).map((i) => i.key)).toEqual(['aaaaaaaaaaaaaaaa']);
     expect(await listImages()).toEqual([]);
+  });
+
+  it('lists VM images beside container images, and removes both builds of a name', async () => {
+    await fakeImage('aaaaaaaaaaaaaaaa');
+    await fakeVmImage('dddddddddddddddd');
+    expect((await listImages()).map((i) => [i.name, i.kind, i.key, i.sizeBytes])).toEqual([
+      ['debian/bookworm', 'container', 'aaaaaaaaaaaaaaaa', 4096],
+      ['debian/bookworm', 'vm', 'dddddddddddddddd', 8192],
+    ]);
+    expect((await removeImage('debian/bookworm')).map((i) => i.kind)).toEqual(['container', 'vm']);
+    expect(await readdir(join(imagesDir(), 'vm'))).toEqual([]);
+  });
+
+  it('refuses to remove an image an env is built on, naming the env, and removes nothing', async () => {
+    await fakeImage('aaaaaaaaaaaaaaaa');
+    await fakeVmImage('dddddddddddddddd');
+    const users = new Map([['dddddddddddddddd', ['web']]]);
+    await expect(removeImage('debian/bookworm', users)).rejects.toMatchObject({
+      code: 'IMAGE_IN_USE',
+      message: 'debian/bookworm is in use by env web: removing it would break that env',
+      hint: expect.stringContaining('env destroy'),
+    });
+    await expect(removeImage('dddddd', users)).rejects.toMatchObject({ code: 'IMAGE_IN_USE' });
+    expect((await listImages()).map((i) => i.key)).toEqual(['aaaaaaaaaaaaaaaa', 'dddddddddddddddd']);
+    expect((await removeImage('aaaaaa', users)).map((i) => i.key)).toEqual(['aaaaaaaaaaaaaaaa']);
+  });
+
+  it('prunes VM images no env keeps', async () => {
+    await fakeVmImage('dddddddddddddddd');
+    await fakeVmImage('eeeeeeeeeeeeeeee', 'debian/other');
+    expect((await pruneImages(new Set(['eeeeeeeeeeeeeeee']))).map((i) => [i.kind, i.key])).toEqual([['vm', 'dddddddddddddddd']]);
+    expect(await readdir(join(imagesDir(), 'vm'))).toEqual(['eeeeeeeeeeeeeeee']);
   });
 
   it('prunes what no env keeps, except imports, running builds and live work folders', async () => {
