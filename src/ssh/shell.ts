@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import type { Client, ClientChannel, PseudoTtyOptions } from 'ssh2';
+import type { Client, ClientChannel } from 'ssh2';
 import { runSession, sessionError, shellQuote, toPty, withEnv } from './exec.js';
 
 /** The local side of an interactive session: what process.stdin/stdout are when they are a terminal. */
@@ -29,19 +29,28 @@ export async function shell(client: Client, opts: ShellOptions = {}): Promise<nu
   const interactive = stdin.isTTY === true && typeof stdin.setRawMode === 'function';
   const pty = interactive ? toPty(windowOf(stdout)) : undefined;
   const command = opts.cwd !== undefined || opts.env ? withEnv(loginCommand(opts.cwd), opts.env) : undefined;
-  const channel = await openSession(client, command, pty);
-
   const wasRaw = stdin.isRaw === true;
+  let channel: ClientChannel | undefined;
   const onResize = () => {
     const size = windowOf(stdout);
-    channel.setWindow(size.rows, size.cols, 0, 0);
+    channel?.setWindow(size.rows, size.cols, 0, 0);
   };
   try {
     if (interactive) {
       stdin.setRawMode!(true);
       stdout.on('resize', onResize);
     }
-    return await runSession(client, channel, { stdin, stdout, stderr });
+    return await new Promise<number>((resolve, reject) => {
+      const opened = (err: Error | undefined, ch: ClientChannel) => {
+        if (err) return reject(sessionError(client, err, 'opening a shell in the guest'));
+        // Listen in this same callback: a session that ends at once can close in the same read that opened it.
+        channel = ch;
+        runSession(client, ch, { stdin, stdout, stderr }).then(resolve, reject);
+      };
+      // A `shell` request when nothing needs setting up (closest to plain `ssh host`), otherwise the wrapper command.
+      if (command === undefined) client.shell(pty ?? false, opened);
+      else client.exec(command, pty ? { pty } : {}, opened);
+    });
   } finally {
     stdout.removeListener('resize', onResize);
     if (interactive) stdin.setRawMode!(wasRaw);
@@ -65,18 +74,4 @@ function loginCommand(cwd: string | undefined): string {
 
 function windowOf(stdout: Terminal['stdout']): { rows: number; cols: number; term: string } {
   return { rows: stdout.rows || 24, cols: stdout.columns || 80, term: process.env.TERM || 'xterm-256color' };
-}
-
-/** A `shell` request when nothing needs setting up (closest to plain `ssh host`), otherwise the wrapper command. */
-function openSession(
-  client: Client,
-  command: string | undefined,
-  pty: PseudoTtyOptions | undefined,
-): Promise<ClientChannel> {
-  return new Promise((resolve, reject) => {
-    const callback = (err: Error | undefined, channel: ClientChannel) =>
-      err ? reject(sessionError(client, err, 'opening a shell in the guest')) : resolve(channel);
-    if (command === undefined) client.shell(pty ?? false, callback);
-    else client.exec(command, pty ? { pty } : {}, callback);
-  });
 }

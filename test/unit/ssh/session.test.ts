@@ -52,6 +52,8 @@ interface ServerOptions {
   /** Hang up on this many logins after the banner, as sshd does while pam_nologin says the guest is booting. */
   hangUps?: number;
   banner?: string;
+  /** Answer every session at once with output, exit status 7 and the close, all in one write burst. */
+  instant?: boolean;
 }
 
 async function startServer(opts: ServerOptions = {}): Promise<TestServer> {
@@ -95,6 +97,12 @@ async function startServer(opts: ServerOptions = {}): Promise<TestServer> {
       });
       const start = (args: string[]) => (acceptStream: () => ssh2.ServerChannel) => {
         const stream = acceptStream();
+        if (opts.instant) {
+          stream.write('at once\n');
+          stream.exit(7);
+          stream.end();
+          return;
+        }
         const child = spawn('sh', args, { cwd: home, env: { PATH: process.env.PATH, HOME: home, SHELL: '/bin/sh' } });
         children.add(child);
         child.stdin.on('error', () => {});
@@ -344,6 +352,16 @@ describe('shell', () => {
     expect(await shell(client, { cwd: '/no/such/folder', terminal: missing.terminal })).toBe(0);
     expect(missing.stdout.text()).toBe(`${home}\n`);
     expect(missing.stderr.text()).toContain('/no/such/folder is not a folder in the guest');
+  });
+
+  it('gets the exit status of a session that ends in the same read that opened it', async () => {
+    const client = await login(await startServer({ instant: true }));
+    for (const tty of [true, false]) {
+      const t = fakeTerminal(tty);
+      expect(await shell(client, { terminal: t.terminal })).toBe(7);
+      expect(t.stdout.text()).toBe('at once\n');
+      expect(t.rawModes).toEqual(tty ? [true, false] : []);
+    }
   });
 
   it('restores the terminal when the session is lost', async () => {
