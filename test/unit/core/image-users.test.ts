@@ -1,26 +1,14 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { imageUsers } from '../../../src/core/image-users.js';
 import { writeRecord, type EnvRecord } from '../../../src/core/state.js';
+import { tempXdgDir } from '../../helpers/xdg.js';
 
 function record(id: string, name: string, extra: Partial<EnvRecord>): EnvRecord {
   return { id, name, envfile: `/p/${name}/Envfile`, projectDir: `/p/${name}`, provider: 'container', created: '2024-01-01T00:00:00.000Z', ...extra };
 }
 
 describe('imageUsers', () => {
-  let dir: string;
-  const saved = process.env.XDG_STATE_HOME;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'envbox-state-'));
-    process.env.XDG_STATE_HOME = dir;
-  });
-  afterEach(async () => {
-    if (saved === undefined) delete process.env.XDG_STATE_HOME;
-    else process.env.XDG_STATE_HOME = saved;
-    await rm(dir, { recursive: true, force: true });
-  });
+  tempXdgDir('XDG_STATE_HOME', 'envbox-state-');
 
   it('maps container images and VM backing images to the envs built on them', async () => {
     const image = { key: 'aaaaaaaaaaaaaaaa', name: 'debian/bookworm', rootfs: '/x' };

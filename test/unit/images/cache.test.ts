@@ -1,11 +1,11 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ensureImage, findImage, listImages, pruneImages, removeImage, resolveImage } from '../../../src/images/index.js';
 import { lockFile, withImageLock } from '../../../src/images/lock.js';
 import type { ImageMeta } from '../../../src/images/store.js';
 import { imagesDir } from '../../../src/util/paths.js';
+import { tempXdgDir } from '../../helpers/xdg.js';
 import { silentProgress, type Progress } from '../../../src/util/progress.js';
 
 /** A pid no process has: above the kernel's pid_max. */
@@ -32,18 +32,7 @@ function recording(): Progress & { lines: string[] } {
 }
 
 describe('the image cache', () => {
-  let dir: string;
-  const saved = process.env.XDG_CACHE_HOME;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'envbox-cache-'));
-    process.env.XDG_CACHE_HOME = dir;
-  });
-  afterEach(async () => {
-    if (saved === undefined) delete process.env.XDG_CACHE_HOME;
-    else process.env.XDG_CACHE_HOME = saved;
-    await rm(dir, { recursive: true, force: true });
-  });
+  tempXdgDir('XDG_CACHE_HOME', 'envbox-cache-');
 
   it('returns a cached image without building or reporting anything', async () => {
     const { key } = await resolveImage('debian/bookworm');
@@ -127,18 +116,7 @@ describe('the image cache', () => {
 });
 
 describe('withImageLock', () => {
-  let dir: string;
-  const saved = process.env.XDG_CACHE_HOME;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'envbox-lock-'));
-    process.env.XDG_CACHE_HOME = dir;
-  });
-  afterEach(async () => {
-    if (saved === undefined) delete process.env.XDG_CACHE_HOME;
-    else process.env.XDG_CACHE_HOME = saved;
-    await rm(dir, { recursive: true, force: true });
-  });
+  tempXdgDir('XDG_CACHE_HOME', 'envbox-lock-');
 
   it('makes a second caller for the same key wait for the first', async () => {
     const order: string[] = [];
