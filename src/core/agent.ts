@@ -29,6 +29,7 @@ import type { Progress } from '../util/progress.js';
 import { existingSpec, type Env } from './env.js';
 import { currentPlan, type PortPlan } from './ports.js';
 import { openSession } from './session.js';
+import type { FolderSpec } from '../sync/manager.js';
 import { ensureEnvDir, writeJsonAtomic } from './state.js';
 
 export type { AgentStatus } from '../agent/agent.js';
@@ -58,10 +59,26 @@ interface ProxyState {
   password?: string;
 }
 
+/**
+ * The folders as the agent handles them. Events are native where the guest's inotify sees host edits
+ * by itself (bind mounts) and in synced folders (the copy is a real local write); replayed on other
+ * mounts (9p, virtiofs, remote); `events: on`/`off` force it.
+ */
+export function folderSpecs(env: Env): FolderSpec[] {
+  const native = env.provider.capabilities.nativeInotify;
+  return env.config.folders.map((f) => ({
+    host: f.host,
+    guest: f.guest,
+    mode: f.mode,
+    events: f.mode === 'sync' ? 'native' : f.events === 'off' ? 'off' : f.events === 'on' || !native ? 'replayed' : 'native',
+    ignore: f.ignore,
+  }));
+}
+
 /** The settings an agent runs with; a running agent with a different hash is restarted by ensureAgent. */
 function configHash(env: Env, plan: PortPlan): string {
   const { name, autoPorts, proxy } = env.config;
-  const settings = { name, address: env.record?.machine?.address, forwards: plan.forwards, autoPorts, proxy };
+  const settings = { name, address: env.record?.machine?.address, forwards: plan.forwards, autoPorts, proxy, folders: folderSpecs(env) };
   return createHash('sha256').update(JSON.stringify(settings)).digest('hex').slice(0, 16);
 }
 
@@ -225,6 +242,7 @@ export async function runAgent(env: Env): Promise<number> {
       autoPorts: env.config.autoPorts,
       proxy: proxy.options,
       configHash: configHash(env, plan),
+      folders: folderSpecs(env),
       link: {
         connect: (timeoutMs) => openSession(env, timeoutMs),
         netns: netnsAccess(env),

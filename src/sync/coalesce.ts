@@ -8,6 +8,7 @@
  *   renamed directory           one rename; its children's unlink/add pairs fold into it
  *   change with the same mtime, size, inode and mode   nothing (ctime-only: e.g. the replay's own touch)
  *   delete of a directory       one delete; its children's deletes fold into it
+ *   a path replaced by a new file (atomic save)        a modify
  *
  * Order of the result: renames (so nothing is deleted that moves), deletes, mkdirs (parents first),
  * file/symlink creates, modifies. A rename chain (a→b, b→c) is ordered b→c first; a cycle (a swap)
@@ -92,6 +93,15 @@ export function coalesce(events: readonly RawEvent[], known: Known): Change[] {
   const dirRenames = renames.filter((r) => r.type === 'dir');
   renames = renames.filter((r) => !dirRenames.some((d) => d !== r && under(r.from, d.from) && r.to === d.to + r.from.slice(d.from.length)));
   // A file modified after its directory moved is still a modify, under its new path: kept as is.
+
+  // Replaced in place by another file (an editor's atomic save): new content at the same path.
+  for (const [rel, st] of born) {
+    const old = gone.get(rel);
+    if (!old || old.type !== st.type || st.type === 'dir') continue;
+    gone.delete(rel);
+    born.delete(rel);
+    modified.push({ kind: 'modify', path: rel, type: st.type });
+  }
 
   const ordered = orderRenames(renames);
   for (const r of ordered.broken) {

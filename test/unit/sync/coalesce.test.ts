@@ -55,14 +55,11 @@ describe('coalescing', () => {
     ]);
   });
 
-  it('an atomic save (write temp, rename over) is a rename onto the target, no extra delete', () => {
+  it('an atomic save (write a temp file, rename it over) is one modify', () => {
     const known: Known = new Map([['a.txt', file(1)]]);
     const changes = coalesce([add('.a.txt.swp', file(2)), unlink('.a.txt.swp'), unlink('a.txt'), add('a.txt', file(2, 9))], known);
-    // a.txt had inode 1 and now has inode 2 (the temp file's): it is replaced by new content
-    expect(changes).toEqual([
-      { kind: 'delete', path: 'a.txt', type: 'file' },
-      { kind: 'create', path: 'a.txt', type: 'file' },
-    ]);
+    // a.txt had inode 1 and now has inode 2 (the temp file's): new content at the same path
+    expect(changes).toEqual([{ kind: 'modify', path: 'a.txt', type: 'file' }]);
   });
 
   it('a renamed directory is one rename; its children fold into it', () => {

@@ -1,0 +1,119 @@
+/**
+ * Watches one host folder with chokidar and hands over coalesced batches of net changes. Raw events
+ * are collected until the folder has been quiet for `quietMs` (or `maxDelayMs` after the first one,
+ * so a steady stream still flows), then folded by coalesce(). The watcher never follows symlinks and
+ * never descends into ignored folders. Stats are taken again with lstat rather than trusted from
+ * chokidar, so a symlink is a symlink and a path gone by the time it is looked at is a delete.
+ */
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import { coalesce, type Change, type Known, type RawEvent } from './coalesce.js';
+import { entryStat } from './hostfs.js';
+import { hostRelative } from './paths.js';
+
+export interface WatcherOptions {
+  root: string;
+  ignored: (rel: string, isDir: boolean) => boolean;
+  onBatch(changes: Change[], since: number): void;
+  onError(err: Error): void;
+  quietMs?: number;
+  maxDelayMs?: number;
+}
+
+export class FolderWatcher {
+  readonly known: Known = new Map();
+  private watcher: FSWatcher | undefined;
+  private raw: RawEvent[] = [];
+  private first = 0;
+  private lastRaw = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private chain = Promise.resolve();
+  private ready = false;
+
+  constructor(private readonly opts: WatcherOptions) {}
+
+  /** Resolves once the initial scan is done (every existing path is known). */
+  start(): Promise<void> {
+    const { root, ignored } = this.opts;
+    this.watcher = watch(root, {
+      followSymlinks: false,
+      ignoreInitial: false,
+      persistent: true,
+      atomic: false,
+      ignored: (path: string, stats?: { isDirectory(): boolean }) => {
+        const rel = hostRelative(root, path);
+        return rel !== undefined && ignored(rel, stats?.isDirectory() ?? false);
+      },
+    });
+    for (const kind of ['add', 'addDir', 'change'] as const) this.watcher.on(kind, (path: string) => this.onRaw(path, false));
+    for (const kind of ['unlink', 'unlinkDir'] as const) this.watcher.on(kind, (path: string) => this.onRaw(path, true));
+    this.watcher.on('error', (err) => this.opts.onError(err as Error));
+    return new Promise((resolve) =>
+      this.watcher!.once('ready', () => {
+        void this.chain.then(() => {
+          this.ready = true;
+          resolve();
+        });
+      }),
+    );
+  }
+
+  /** Sends whatever has been collected now, after letting in-flight chokidar events land. */
+  async flush(settleMs = 60, maxMs = 3_000): Promise<void> {
+    const start = Date.now();
+    // Events for changes made just before the call may still be on their way through chokidar.
+    await new Promise((r) => setTimeout(r, settleMs));
+    while (Date.now() - this.lastRaw < settleMs && Date.now() - start < maxMs) await new Promise((r) => setTimeout(r, settleMs / 2));
+    await this.chain;
+    this.emit();
+  }
+
+  get collecting(): number {
+    return this.raw.length;
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.watcher?.close();
+  }
+
+  private onRaw(path: string, gone: boolean): void {
+    const rel = hostRelative(this.opts.root, path);
+    if (rel === undefined) return;
+    this.lastRaw = Date.now();
+    const seen = Date.now();
+    // One lstat per event, in arrival order, so the folded state matches the order things happened.
+    this.chain = this.chain.then(async () => {
+      const st = gone ? undefined : await lstat(join(this.opts.root, rel)).catch(() => undefined);
+      const stat = st && entryStat(st);
+      const event: RawEvent = stat ? { kind: this.known.has(rel) ? 'change' : 'add', rel, stat } : { kind: 'unlink', rel };
+      if (!this.ready) {
+        if (event.kind === 'unlink') this.known.delete(rel);
+        else this.known.set(rel, event.stat);
+        return;
+      }
+      if (this.raw.length === 0) this.first = seen;
+      this.raw.push(event);
+      this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    const quiet = this.opts.quietMs ?? 15;
+    const max = this.opts.maxDelayMs ?? 80;
+    clearTimeout(this.timer);
+    const wait = Math.max(0, Math.min(quiet, this.first + max - Date.now()));
+    this.timer = setTimeout(() => void this.chain.then(() => this.emit()), wait);
+  }
+
+  private emit(): void {
+    clearTimeout(this.timer);
+    if (this.raw.length === 0) return;
+    const raw = this.raw;
+    const since = this.first;
+    this.raw = [];
+    const changes = coalesce(raw, this.known);
+    if (changes.length) this.opts.onBatch(changes, since);
+  }
+}
