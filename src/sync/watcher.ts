@@ -9,7 +9,7 @@ import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import { coalesce, type Change, type Known, type RawEvent } from './coalesce.js';
-import { entryStat } from './hostfs.js';
+import { entryStat, scanHost } from './hostfs.js';
 import { hostRelative } from './paths.js';
 
 export interface WatcherOptions {
@@ -59,14 +59,42 @@ export class FolderWatcher {
     );
   }
 
-  /** Sends whatever has been collected now, after letting in-flight chokidar events land. */
-  async flush(settleMs = 60, maxMs = 3_000): Promise<void> {
+  /**
+   * Sends every change made before the call. chokidar may still be working through a new folder's
+   * contents, so after a short settle the folder is scanned and compared with what the watcher
+   * knows; whatever differs is added as if chokidar had reported it (net changes make the late
+   * duplicates harmless). This is what makes `env sync --wait` exact rather than a guess.
+   */
+  async flush(settleMs = 30, maxMs = 1_000): Promise<void> {
     const start = Date.now();
-    // Events for changes made just before the call may still be on their way through chokidar.
     await new Promise((r) => setTimeout(r, settleMs));
     while (Date.now() - this.lastRaw < settleMs && Date.now() - start < maxMs) await new Promise((r) => setTimeout(r, settleMs / 2));
     await this.chain;
-    this.emit();
+    const scan = await scanHost(this.opts.root, this.opts.ignored);
+    const p = this.chain.then(() => {
+      const known = this.pendingKnown();
+      const missed: RawEvent[] = [];
+      for (const rel of known.keys()) if (!scan.has(rel)) missed.push({ kind: 'unlink', rel });
+      for (const [rel, st] of scan) {
+        const k = known.get(rel);
+        if (!k || k.type !== st.type || k.ino !== st.ino || k.mtimeMs !== st.mtimeMs || k.size !== st.size || k.mode !== st.mode) missed.push({ kind: 'add', rel, stat: st });
+      }
+      if (missed.length && this.raw.length === 0) this.first = Date.now();
+      this.raw.push(...missed);
+      this.emit();
+    });
+    this.chain = p;
+    await p;
+  }
+
+  /** What the watcher will know once the collected events are folded in. */
+  private pendingKnown(): Known {
+    const known: Known = new Map(this.known);
+    for (const e of this.raw) {
+      if (e.kind === 'unlink') known.delete(e.rel);
+      else known.set(e.rel, e.stat);
+    }
+    return known;
   }
 
   get collecting(): number {
