@@ -12,6 +12,8 @@ import { coalesce, type Change, type Known, type RawEvent } from './coalesce.js'
 import { entryStat, scanHost } from './hostfs.js';
 import { hostRelative } from './paths.js';
 
+const UNLINK_HOLD_MS = 250;
+
 export interface WatcherOptions {
   root: string;
   ignored: (rel: string, isDir: boolean) => boolean;
@@ -132,12 +134,31 @@ export class FolderWatcher {
     const max = this.opts.maxDelayMs ?? 80;
     clearTimeout(this.timer);
     const wait = Math.max(0, Math.min(quiet, this.first + max - Date.now()));
-    this.timer = setTimeout(() => void this.chain.then(() => this.emit()), wait);
+    this.timer = setTimeout(() => void this.chain.then(() => this.emit(true)), wait);
   }
 
-  private emit(): void {
+  /**
+   * A delete whose inode has not reappeared yet may be the first half of a rename that chokidar
+   * reports a little later (a busy host spreads a directory move over more than one batch): such a
+   * batch is held up to UNLINK_HOLD_MS so the rename is sent as one, not as a delete and a copy.
+   */
+  private waitingForRename(): boolean {
+    if (Date.now() - this.first >= UNLINK_HOLD_MS) return false;
+    const added = new Set(this.raw.flatMap((e) => (e.kind === 'unlink' ? [] : [`${e.stat.type}:${e.stat.ino}`])));
+    return this.raw.some((e) => {
+      if (e.kind !== 'unlink') return false;
+      const st = this.known.get(e.rel);
+      return st !== undefined && !added.has(`${st.type}:${st.ino}`);
+    });
+  }
+
+  private emit(timed = false): void {
     clearTimeout(this.timer);
     if (this.raw.length === 0) return;
+    if (timed && this.waitingForRename()) {
+      this.timer = setTimeout(() => void this.chain.then(() => this.emit(true)), 25);
+      return;
+    }
     const raw = this.raw;
     const since = this.first;
     this.raw = [];

@@ -141,7 +141,7 @@ describe('mode: sync folders on an LXC container', () => {
     expect(await guest(`cat ${GUEST}/burst/f9999`)).toBe('9999\n');
     await sleep(1000);
     // Every file at least once (one written while chokidar saw it half-written arrives twice).
-    const seen = await guest(`grep '^MOVED_TO ${GUEST}/burst/f' /tmp/ev.log | sort -u | wc -l`);
+    const seen = await guest(`grep -a '^MOVED_TO ${GUEST}/burst/f' /tmp/ev.log | sort -u | wc -l`);
     expect(Number(seen)).toBe(10_000);
     await rm(join(src, 'burst'), { recursive: true });
     await syncWait(300);
