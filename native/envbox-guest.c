@@ -324,6 +324,88 @@ static int chmod_nofollow(int dirfd, const char *name, mode_t mode) {
   return rc;
 }
 
+/* ---------- pinned folders ----------
+ * On a 9p mount without a dentry cache (cache=none/mmap, as envbox mounts folders) the guest kernel drops
+ * a folder's dentry as soon as nobody uses it, and the next lookup may make a new inode (its qid version
+ * changed when the host changed the folder). An inotify watch sits on the old inode and never hears of
+ * anything again: guest watchers go deaf in every subfolder the host has touched. Holding an O_PATH fd on
+ * every folder beneath the roots keeps one dentry and one inode per folder, for the watchers and for us. */
+
+#define MAX_PINS 200000
+struct pin { int root; int fd; char *path; };
+static struct pin *pins;
+static size_t npins, cappins;
+
+static int pin_find(int root, const char *rel) {
+  for (size_t i = 0; i < npins; i++)
+    if (pins[i].root == root && !strcmp(pins[i].path, rel)) return (int)i;
+  return -1;
+}
+
+/* Pins rel and every folder below it (not following symlinks). */
+static void pin_tree(int root, const char *rel) {
+  int idx = pin_find(root, rel), fd;
+  if (idx >= 0) fd = pins[idx].fd;
+  else {
+    if (npins >= MAX_PINS) return;
+    fd = (int)do_openat2(root_fd[root], *rel ? rel : ".", O_PATH | O_DIRECTORY | O_NOFOLLOW, BENEATH);
+    if (fd < 0) return;
+    if (npins == cappins) {
+      cappins = cappins ? cappins * 2 : 256;
+      pins = realloc(pins, cappins * sizeof *pins);
+      if (!pins) die_io("out of memory");
+    }
+    pins[npins].root = root;
+    pins[npins].fd = fd;
+    pins[npins].path = strdup(rel);
+    if (!pins[npins].path) die_io("out of memory");
+    npins++;
+  }
+  int rd = (int)do_openat2(fd, ".", O_RDONLY | O_DIRECTORY, BENEATH);
+  DIR *d = rd >= 0 ? fdopendir(rd) : NULL;
+  if (!d) {
+    if (rd >= 0) close(rd);
+    return;
+  }
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_type != DT_DIR || !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char sub[MAX_PATH_LEN + 1];
+    if ((size_t)snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", e->d_name) < sizeof sub) pin_tree(root, sub);
+  }
+  closedir(d);
+}
+
+/* Lets go of rel and everything below it (it is gone or moved on the host). */
+static void unpin_tree(int root, const char *rel) {
+  size_t n = strlen(rel), k = 0;
+  for (size_t i = 0; i < npins; i++) {
+    const char *p = pins[i].path;
+    if (pins[i].root == root && *rel && !strncmp(p, rel, n) && (p[n] == 0 || p[n] == '/')) {
+      close(pins[i].fd);
+      free(pins[i].path);
+    } else pins[k++] = pins[i];
+  }
+  npins = k;
+}
+
+/* Pins the folders along path (after mkdir -p made some of them). */
+static void pin_parents(int root, const char *path, int include_last) {
+  char buf[MAX_PATH_LEN + 1];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *c = buf; (c = strchr(c, '/')); c++) {
+    *c = 0;
+    if (pin_find(root, buf) < 0) pin_tree(root, buf);
+    *c = '/';
+  }
+  if (include_last && pin_find(root, buf) < 0) pin_tree(root, buf);
+}
+
+static int is_dir_at(int dirfd, const char *name) {
+  struct stat st;
+  return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
 /* ---------- --watch: the guest's own changes, for echo suppression ---------- */
 
 struct watch { int wd; char *path; };
@@ -419,7 +501,9 @@ static void watch_drain(void) {
         remember(key);
         if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
           int root = atoi(watches[i].path);
-          watch_add(root, key + (strchr(key, ':') - key) + 1);
+          const char *rel = strchr(key, ':') + 1;
+          pin_tree(root, rel); /* before guest watchers look it up again (see pinned folders) */
+          watch_add(root, rel);
         }
         break;
       }
@@ -434,88 +518,6 @@ static void watch_skip_own(void) {
   skipping_own = 1;
   watch_drain();
   skipping_own = 0;
-}
-
-/* ---------- pinned folders ----------
- * On a 9p mount without a dentry cache (cache=none/mmap, as envbox mounts folders) the guest kernel drops
- * a folder's dentry as soon as nobody uses it, and the next lookup may make a new inode (its qid version
- * changed when the host changed the folder). An inotify watch sits on the old inode and never hears of
- * anything again: guest watchers go deaf in every subfolder the host has touched. Holding an O_PATH fd on
- * every folder beneath the roots keeps one dentry and one inode per folder, for the watchers and for us. */
-
-#define MAX_PINS 200000
-struct pin { int root; int fd; char *path; };
-static struct pin *pins;
-static size_t npins, cappins;
-
-static int pin_find(int root, const char *rel) {
-  for (size_t i = 0; i < npins; i++)
-    if (pins[i].root == root && !strcmp(pins[i].path, rel)) return (int)i;
-  return -1;
-}
-
-/* Pins rel and every folder below it (not following symlinks). */
-static void pin_tree(int root, const char *rel) {
-  int idx = pin_find(root, rel), fd;
-  if (idx >= 0) fd = pins[idx].fd;
-  else {
-    if (npins >= MAX_PINS) return;
-    fd = (int)do_openat2(root_fd[root], *rel ? rel : ".", O_PATH | O_DIRECTORY | O_NOFOLLOW, BENEATH);
-    if (fd < 0) return;
-    if (npins == cappins) {
-      cappins = cappins ? cappins * 2 : 256;
-      pins = realloc(pins, cappins * sizeof *pins);
-      if (!pins) die_io("out of memory");
-    }
-    pins[npins].root = root;
-    pins[npins].fd = fd;
-    pins[npins].path = strdup(rel);
-    if (!pins[npins].path) die_io("out of memory");
-    npins++;
-  }
-  int rd = (int)do_openat2(fd, ".", O_RDONLY | O_DIRECTORY, BENEATH);
-  DIR *d = rd >= 0 ? fdopendir(rd) : NULL;
-  if (!d) {
-    if (rd >= 0) close(rd);
-    return;
-  }
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_type != DT_DIR || !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    char sub[MAX_PATH_LEN + 1];
-    if ((size_t)snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", e->d_name) < sizeof sub) pin_tree(root, sub);
-  }
-  closedir(d);
-}
-
-/* Lets go of rel and everything below it (it is gone or moved on the host). */
-static void unpin_tree(int root, const char *rel) {
-  size_t n = strlen(rel), k = 0;
-  for (size_t i = 0; i < npins; i++) {
-    const char *p = pins[i].path;
-    if (pins[i].root == root && *rel && !strncmp(p, rel, n) && (p[n] == 0 || p[n] == '/')) {
-      close(pins[i].fd);
-      free(pins[i].path);
-    } else pins[k++] = pins[i];
-  }
-  npins = k;
-}
-
-/* Pins the folders along path (after mkdir -p made some of them). */
-static void pin_parents(int root, const char *path, int include_last) {
-  char buf[MAX_PATH_LEN + 1];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *c = buf; (c = strchr(c, '/')); c++) {
-    *c = 0;
-    if (pin_find(root, buf) < 0) pin_tree(root, buf);
-    *c = '/';
-  }
-  if (include_last && pin_find(root, buf) < 0) pin_tree(root, buf);
-}
-
-static int is_dir_at(int dirfd, const char *name) {
-  struct stat st;
-  return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* ---------- EVENTS replay ---------- */

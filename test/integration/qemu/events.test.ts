@@ -1,6 +1,6 @@
 import { execFileSync, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, mkdtemp, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestClient, type GuestEvent } from '../../../src/guest/client.js';
 import { EventKind } from '../../../src/guest/protocol.js';
 import { nativeHelperPath } from '../../../src/native/locate.js';
-import { env as runEnv } from '../../helpers/cli.js';
+import { ROOT, env as runEnv } from '../../helpers/cli.js';
 
 // One real VM (QEMU, TCG here) with the project shared over 9p: envbox-guest is installed as env up will
 // install it, `inotifywait -m -r` watches the shared folder in the guest, and each host change followed by
@@ -87,10 +87,61 @@ class GuestWatcher {
   }
 }
 
+const CHOKIDAR_SCRIPT = `
+import { watch } from 'chokidar';
+import { relative } from 'node:path';
+const dir = process.argv[2];
+const w = watch(dir, { ignoreInitial: true });
+w.on('all', (event, path) => console.log(event + ' ' + relative(dir, path)));
+w.on('ready', () => console.error('ready'));
+`;
+
+/** chokidar (4, defaults: atomic, no polling) under Node in the guest; lines "event path". */
+class ChokidarWatcher {
+  lines: string[] = [];
+  private waiters: (() => void)[] = [];
+  static async start(dir: string): Promise<ChokidarWatcher> {
+    const w = new ChokidarWatcher();
+    const child = ssh(`exec ~/project/tools/node ~/project/tools/watch.mjs ${dir}`);
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      w.lines.push(...parts);
+      for (const f of w.waiters) f();
+    });
+    await new Promise<void>((resolve, reject) => {
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => {
+        err += d.toString();
+        if (err.includes('ready')) resolve();
+      });
+      child.on('exit', (code) => reject(new Error(`chokidar ended (${code}): ${err}`)));
+    });
+    return w;
+  }
+  /** Resolves with the lines once every one of `want` has arrived (rejects after 60 s). */
+  saw(want: string[]): Promise<string[]> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (!want.every((l) => this.lines.includes(l))) return;
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((f) => f !== check);
+        resolve(this.lines);
+      };
+      const timer = setTimeout(() => reject(new Error(`chokidar: wanted ${want.join(', ')}; saw:\n${this.lines.join('\n')}`)), 60_000);
+      this.waiters.push(check);
+      check();
+    });
+  }
+}
+
 describe('host file events replayed in a QEMU guest', () => {
   let guest: GuestClient;
   let watcher: GuestWatcher;
   let synced: GuestWatcher;
+  let chokidar: ChokidarWatcher;
   let fence = 0;
   const host = (p: string) => join(project, 'w', p);
 
@@ -117,6 +168,12 @@ describe('host file events replayed in a QEMU guest', () => {
     await mkdir(join(project, 'w'), { recursive: true });
     await writeFile(join(project, 'Envfile'), [`name: ${NAME}`, 'provider: vm', 'cpus: 2', 'memory: 1GiB', 'network: { outbound: false }', ''].join('\n'));
     await copyFile(HELPER, join(project, 'envbox-guest'));
+    // The image has no Node: the host's (glibc, like the guest's) and envbox's own chokidar, outside w/.
+    await mkdir(join(project, 'tools/node_modules'), { recursive: true });
+    await copyFile(process.execPath, join(project, 'tools/node'));
+    await chmod(join(project, 'tools/node'), 0o755);
+    for (const pkg of ['chokidar', 'readdirp']) await cp(join(ROOT, 'node_modules', pkg), join(project, 'tools/node_modules', pkg), { recursive: true });
+    await writeFile(join(project, 'tools/watch.mjs'), CHOKIDAR_SCRIPT);
     const up = await env(['up']);
     expect(up.code, up.stderr).toBe(0);
     sshConfig = join(scratch, 'ssh_config');
@@ -129,7 +186,10 @@ describe('host file events replayed in a QEMU guest', () => {
     const served = ssh(`exec ${GUEST_HELPER} serve --watch ${SHARED} ${SYNCED}`);
     served.stderr.on('data', (d: Buffer) => process.stderr.write(`envbox-guest: ${d.toString()}`));
     guest = new GuestClient(Duplex.from({ readable: served.stdout, writable: served.stdin }));
+    // The helper must hold the shared folders before watchers start (docs/events.md, "pinned folders").
+    expect(await guest.hello()).toEqual({ version: 1, features: 1, machine: 'x86_64' });
     watcher = await GuestWatcher.start(SHARED);
+    chokidar = await ChokidarWatcher.start(SHARED);
     synced = await GuestWatcher.start(SYNCED);
   });
 
@@ -153,8 +213,7 @@ describe('host file events replayed in a QEMU guest', () => {
     await rm(scratch, { recursive: true, force: true });
   });
 
-  it('runs in the guest and says hello', async () => {
-    expect(await guest.hello()).toEqual({ version: 1, features: 1, machine: 'x86_64' });
+  it('runs in the guest', async () => {
     expect(await guestRun(`${GUEST_HELPER} --version`)).toBe('envbox-guest 1');
   });
 
@@ -165,6 +224,7 @@ describe('host file events replayed in a QEMU guest', () => {
     expect((await replay([])).lines).toEqual([]);
     expect(await replay([{ kind: EventKind.MODIFY, path: 'f.txt' }])).toEqual({ failed: 0, lines: ['MODIFY f.txt'] });
     expect(readFileSync(host('f.txt'), 'utf8')).toBe('two');
+    await chokidar.saw(['add f.txt', 'change f.txt']);
   });
 
   it('CREATE: the new file is moved away and back', async () => {
@@ -173,6 +233,7 @@ describe('host file events replayed in a QEMU guest', () => {
       failed: 0,
       lines: ['MOVED_FROM new.txt', 'MOVED_TO TMP', 'MOVED_FROM TMP', 'MOVED_TO new.txt'],
     });
+    await chokidar.saw(['add new.txt']);
   });
 
   it('MKDIR: the new folder is moved away and back, and inotifywait -r then watches inside it', async () => {
@@ -184,6 +245,7 @@ describe('host file events replayed in a QEMU guest', () => {
     expect(lines).toEqual(['MOVED_FROM,ISDIR d', 'MOVED_TO,ISDIR TMP', 'MOVED_FROM,ISDIR TMP', 'MOVED_TO,ISDIR d']);
     await writeFile(host('d/e/x'), 'changed');
     expect((await replay([{ kind: EventKind.MODIFY, path: 'd/e/x' }])).lines).toEqual(['MODIFY d/e/x']);
+    await chokidar.saw(['addDir d', 'addDir d/e', 'add d/e/x', 'change d/e/x']);
   });
 
   it('DELETE: a short-lived file of that name gives IN_CREATE then IN_DELETE', async () => {
@@ -192,6 +254,7 @@ describe('host file events replayed in a QEMU guest', () => {
     expect(failed).toBe(0);
     expect(lines).toEqual(['CREATE new.txt', 'OPEN new.txt', 'CLOSE_WRITE,CLOSE new.txt', 'DELETE new.txt']);
     expect(existsSync(host('new.txt'))).toBe(false);
+    await chokidar.saw(['unlink new.txt']);
   });
 
   it('DELETE of a folder: the same, for the folder name', async () => {
@@ -199,6 +262,7 @@ describe('host file events replayed in a QEMU guest', () => {
     const { failed, lines } = await replay([{ kind: EventKind.DELETE, path: 'd' }]);
     expect(failed).toBe(0);
     expect(lines).toEqual(['CREATE d', 'OPEN d', 'CLOSE_WRITE,CLOSE d', 'DELETE d']);
+    await chokidar.saw(['unlinkDir d']);
   });
 
   it('RENAME: moved back and forward, ending in a paired from → to move', async () => {
@@ -213,6 +277,7 @@ describe('host file events replayed in a QEMU guest', () => {
     });
     expect(readFileSync(host('sub/b.txt'), 'utf8')).toBe('a');
     expect(existsSync(host('a.txt'))).toBe(false);
+    await chokidar.saw(['unlink a.txt', 'add sub/b.txt']);
   });
 
   it('RESCAN: a folder moved away and back; the root gets a short-lived entry', async () => {
@@ -243,6 +308,7 @@ describe('host file events replayed in a QEMU guest', () => {
     expect(failed).toBe(0);
     const arrived = new Set(lines.filter((l) => l.startsWith('MOVED_TO burst/f')).map((l) => l.slice('MOVED_TO '.length)));
     expect(arrived.size).toBe(500);
+    await chokidar.saw(names.map((n) => `add ${n}`));
   });
 
   it('--watch: a change the guest made itself is not replayed back to it', async () => {
