@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
@@ -323,6 +324,88 @@ static int chmod_nofollow(int dirfd, const char *name, mode_t mode) {
   return rc;
 }
 
+/* ---------- pinned folders ----------
+ * On a 9p mount without a dentry cache (cache=none/mmap, as envbox mounts folders) the guest kernel drops
+ * a folder's dentry as soon as nobody uses it, and the next lookup may make a new inode (its qid version
+ * changed when the host changed the folder). An inotify watch sits on the old inode and never hears of
+ * anything again: guest watchers go deaf in every subfolder the host has touched. Holding an O_PATH fd on
+ * every folder beneath the roots keeps one dentry and one inode per folder, for the watchers and for us. */
+
+#define MAX_PINS 200000
+struct pin { int root; int fd; char *path; };
+static struct pin *pins;
+static size_t npins, cappins;
+
+static int pin_find(int root, const char *rel) {
+  for (size_t i = 0; i < npins; i++)
+    if (pins[i].root == root && !strcmp(pins[i].path, rel)) return (int)i;
+  return -1;
+}
+
+/* Pins rel and every folder below it (not following symlinks). */
+static void pin_tree(int root, const char *rel) {
+  int idx = pin_find(root, rel), fd;
+  if (idx >= 0) fd = pins[idx].fd;
+  else {
+    if (npins >= MAX_PINS) return;
+    fd = (int)do_openat2(root_fd[root], *rel ? rel : ".", O_PATH | O_DIRECTORY | O_NOFOLLOW, BENEATH);
+    if (fd < 0) return;
+    if (npins == cappins) {
+      cappins = cappins ? cappins * 2 : 256;
+      pins = realloc(pins, cappins * sizeof *pins);
+      if (!pins) die_io("out of memory");
+    }
+    pins[npins].root = root;
+    pins[npins].fd = fd;
+    pins[npins].path = strdup(rel);
+    if (!pins[npins].path) die_io("out of memory");
+    npins++;
+  }
+  int rd = (int)do_openat2(fd, ".", O_RDONLY | O_DIRECTORY, BENEATH);
+  DIR *d = rd >= 0 ? fdopendir(rd) : NULL;
+  if (!d) {
+    if (rd >= 0) close(rd);
+    return;
+  }
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_type != DT_DIR || !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    char sub[MAX_PATH_LEN + 1];
+    if ((size_t)snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", e->d_name) < sizeof sub) pin_tree(root, sub);
+  }
+  closedir(d);
+}
+
+/* Lets go of rel and everything below it (it is gone or moved on the host). */
+static void unpin_tree(int root, const char *rel) {
+  size_t n = strlen(rel), k = 0;
+  for (size_t i = 0; i < npins; i++) {
+    const char *p = pins[i].path;
+    if (pins[i].root == root && *rel && !strncmp(p, rel, n) && (p[n] == 0 || p[n] == '/')) {
+      close(pins[i].fd);
+      free(pins[i].path);
+    } else pins[k++] = pins[i];
+  }
+  npins = k;
+}
+
+/* Pins the folders along path (after mkdir -p made some of them). */
+static void pin_parents(int root, const char *path, int include_last) {
+  char buf[MAX_PATH_LEN + 1];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *c = buf; (c = strchr(c, '/')); c++) {
+    *c = 0;
+    if (pin_find(root, buf) < 0) pin_tree(root, buf);
+    *c = '/';
+  }
+  if (include_last && pin_find(root, buf) < 0) pin_tree(root, buf);
+}
+
+static int is_dir_at(int dirfd, const char *name) {
+  struct stat st;
+  return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
 /* ---------- --watch: the guest's own changes, for echo suppression ---------- */
 
 struct watch { int wd; char *path; };
@@ -418,7 +501,9 @@ static void watch_drain(void) {
         remember(key);
         if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
           int root = atoi(watches[i].path);
-          watch_add(root, key + (strchr(key, ':') - key) + 1);
+          const char *rel = strchr(key, ':') + 1;
+          pin_tree(root, rel); /* before guest watchers look it up again (see pinned folders) */
+          watch_add(root, rel);
         }
         break;
       }
@@ -485,10 +570,12 @@ static int replay_one(int root, unsigned kind, const char *path, const char *to)
   case EV_CREATE:
   case EV_MKDIR:
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) { rc = -errno; break; }
+    if (S_ISDIR(st.st_mode)) pin_tree(root, path); /* before watchers look it up */
     rc = move_away_and_back(dirfd, name);
     break;
   case EV_DELETE:
     /* The host has removed it; the guest kernel only emits IN_DELETE for a removal it does itself. */
+    unpin_tree(root, path);
     rc = ghost(dirfd, name);
     break;
   case EV_RENAME: {
@@ -496,10 +583,13 @@ static int replay_one(int root, unsigned kind, const char *path, const char *to)
     const char *to_name;
     int to_fd = open_parent(root, to, &to_name, 0);
     if (to_fd < 0) { rc = to_fd; break; }
+    unpin_tree(root, path);
+    struct stat from_st;
     if (fstatat(to_fd, to_name, &st, AT_SYMLINK_NOFOLLOW) < 0) rc = -errno;
-    else if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) rc = -EEXIST; /* the host made `from` again */
-    else if (renameat(to_fd, to_name, dirfd, name) < 0) rc = -errno;
-    else if (renameat(dirfd, name, to_fd, to_name) < 0) {
+    else if (fstatat(dirfd, name, &from_st, AT_SYMLINK_NOFOLLOW) == 0) rc = -EEXIST; /* the host made `from` again */
+    if (rc == 0 && S_ISDIR(st.st_mode)) pin_tree(root, to); /* a folder: one dentry for it, moved both ways */
+    if (rc == 0 && renameat(to_fd, to_name, dirfd, name) < 0) rc = -errno;
+    if (rc == 0 && renameat(dirfd, name, to_fd, to_name) < 0) {
       rc = -errno;
       fprintf(stderr, "envbox-guest: could not move %s back to %s: %s\n", path, to, strerror(-rc));
     }
@@ -509,11 +599,13 @@ static int replay_one(int root, unsigned kind, const char *path, const char *to)
   case EV_RESCAN:
     if (*path) {
       if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) { rc = -errno; break; }
+      if (S_ISDIR(st.st_mode)) pin_tree(root, path);
       rc = move_away_and_back(dirfd, name);
     } else {
       /* The root itself can't be moved: a ghost entry makes watchers on it look again. */
       char tmp[32];
       tmp_name(tmp, sizeof tmp);
+      pin_tree(root, "");
       rc = ghost(dirfd, tmp);
     }
     break;
@@ -646,6 +738,7 @@ static void op_write(struct frame *f) {
   if (fd >= 0 && close(fd) < 0 && !err) err = errno;
   fd = -1;
   if (!err && renameat(dirfd, tmp, dirfd, name) < 0) err = errno;
+  if (!err) pin_parents(root, path, 0);
   if (err) {
     if (dirfd >= 0 && name) unlinkat(dirfd, tmp, 0);
     reply_errno(id, err, "WRITE", path);
@@ -672,6 +765,7 @@ static void op_mkdir(struct frame *f) {
     else close(fd);
   }
   if (!err) err = -chmod_nofollow(dirfd, name, mode & 07777);
+  if (!err) pin_parents(root, path, 1);
   close(dirfd);
   if (err) reply_errno(f->id, err, "MKDIR", path);
   else reply_ok_empty(f->id);
@@ -709,6 +803,7 @@ static void op_remove(struct frame *f) {
   int dirfd = open_parent(root, path, &name, 0);
   if (dirfd == -ENOENT) { reply_ok_empty(f->id); return; }
   if (dirfd < 0) { reply_errno(f->id, -dirfd, "REMOVE", path); return; }
+  unpin_tree(root, path);
   int rc = remove_tree(dirfd, name);
   close(dirfd);
   if (rc < 0) reply_errno(f->id, -rc, "REMOVE", path);
@@ -726,7 +821,12 @@ static void op_rename(struct frame *f) {
   if (ffd < 0) { reply_errno(f->id, -ffd, "RENAME", from); return; }
   int tfd = open_parent(root, to, &tname, 1);
   if (tfd < 0) { close(ffd); reply_errno(f->id, -tfd, "RENAME", to); return; }
+  unpin_tree(root, from);
   int err = renameat(ffd, fname, tfd, tname) < 0 ? errno : 0;
+  if (!err) {
+    pin_parents(root, to, 0);
+    if (is_dir_at(tfd, tname)) pin_tree(root, to);
+  }
   close(ffd);
   close(tfd);
   if (err) reply_errno(f->id, err, "RENAME", from);
@@ -898,6 +998,12 @@ int main(int argc, char **argv) {
   }
   umask(022);
   atexit(write_cleanup);
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  for (int r = 0; r < root_count; r++) pin_tree(r, "");
   if (watching) {
     watch_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (watch_fd < 0) { fprintf(stderr, "envbox-guest: inotify: %s (serving without --watch)\n", strerror(errno)); watching = 0; }
