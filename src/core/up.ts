@@ -182,6 +182,17 @@ function upSteps(): StepDef<UpContext>[] {
       },
     },
     {
+      // Replay only: the helper must hold the folders before guest watchers start (docs/events.md).
+      title: 'File events',
+      skip: (c) => !needsFolderAgentSync(c.env) || c.env.config.folders.some((f) => f.mode === 'sync'),
+      run: async (c, step) => {
+        const { waitSynced } = await import('./sync.js');
+        const result = await waitSynced(c.env, { timeoutMs: 120_000, progress: step });
+        const replayed = result.folders.filter((f) => f.events === 'replayed');
+        return `replayed in ${replayed.length} folder${replayed.length === 1 ? '' : 's'}${replayed.some((f) => f.via === 'sftp') ? ' (via SFTP: envbox-guest not running)' : ''}`;
+      },
+    },
+    {
       title: 'Syncing folders',
       skip: (c) => !c.env.config.folders.some((f) => f.mode === 'sync'),
       run: async (c, step) => {

@@ -9,8 +9,11 @@
  */
 import { posix, relative, sep } from 'node:path';
 
-/** `.git` internals change on every git command and interest no guest watcher; ignored unless the folder says otherwise. */
-export const DEFAULT_IGNORE = ['.git/**'];
+/**
+ * `.git` internals change on every git command and interest no guest watcher; `.envbox-tmp-*` are
+ * the guest helper's own temporary names (seen on the host through a mount while it replays).
+ */
+export const DEFAULT_IGNORE = ['.git/**', '.envbox-tmp-*'];
 
 /** Why `rel` is not a safe relative path, or undefined when it is. */
 export function badRelPath(rel: string): string | undefined {
