@@ -48,8 +48,10 @@ export async function run(root) {
     // A guest watcher whose lines reach us as they happen.
     const seen = new Map();
     let waiters = [];
-    watcher = spawn(shim, ['exec', '--', 'inotifywait', '-m', '-r', '-q', '-e', 'moved_to,close_write', '--format', '%w%f', GUEST, '/tmp/rsync-target'], { ...opts, stdio: ['ignore', 'pipe', 'ignore'] });
     envSync('exec', '--', 'mkdir', '-p', '/tmp/rsync-target');
+    watcher = spawn(shim, ['exec', '--', 'inotifywait', '-m', '-r', '-e', 'moved_to,close_write', '--format', '%w%f', GUEST, '/tmp/rsync-target'], { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
+    let watcherErr = '';
+    watcher.stderr.on('data', (d) => (watcherErr += d.toString()));
     let pending = '';
     watcher.stdout.on('data', (d) => {
       pending += d.toString();
@@ -74,8 +76,7 @@ export async function run(root) {
       }
       return true;
     };
-    // Let inotifywait set up its watches.
-    await new Promise((r) => setTimeout(r, 1500));
+    if (!(await until(() => watcherErr.includes('Watches established'), 60_000))) throw new Error(`inotifywait in the guest did not start: ${watcherErr}`);
 
     // Latency: 1,000 writes, one at a time.
     const lat = [];

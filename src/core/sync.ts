@@ -37,7 +37,7 @@ export async function installGuestHelper(env: Env, step: Progress): Promise<stri
     if (!local) return 'not built (npm run build); folders use the slower SFTP path';
     const binary = await readFile(local);
     const sha = createHash('sha256').update(binary).digest('hex');
-    const have = await execCapture(client, `sha256sum ${shellQuote([GUEST_HELPER_PATH])} 2>/dev/null`);
+    const have = await execCapture(client, `test -x ${shellQuote([GUEST_HELPER_PATH])} && sha256sum ${shellQuote([GUEST_HELPER_PATH])} 2>/dev/null`);
     if (have.stdout.split(/\s/)[0] === sha) return 'up to date';
     step.update(`copying envbox-guest (${(binary.length / 1024).toFixed(0)} KiB)`);
     const dir = GUEST_HELPER_PATH.replace(/\/[^/]+$/, '');

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -168,6 +168,27 @@ describe('mode: sync folders on an LXC container', () => {
     await syncWait();
     expect(existsSync(join(src, 'from-guest.txt'))).toBe(false);
     expect((await readdir(src)).sort()).not.toContain('from-guest.txt');
+  });
+
+  it('falls back to SFTP when envbox-guest cannot run, still propagates, and says so', async () => {
+    // A helper that can't be executed (as on a noexec mount); a new agent must then take the slower path.
+    await guest('sudo chmod 0644 /usr/local/lib/envbox/envbox-guest');
+    const { id } = JSON.parse((await env(['status', '--json'])).stdout).env;
+    const pid = Number(readFileSync(join(scratch, 'state', 'envbox', 'envs', id, 'agent.pid'), 'utf8').trim());
+    process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) await sleep(100);
+    const status = await env(['status']);
+    expect(status.code, status.stderr).toBe(0);
+    await writeFile(join(src, 'via-sftp.txt'), 'slow path\n');
+    await mkdir(join(src, 'sftp-dir'));
+    await symlink('via-sftp.txt', join(src, 'sftp-link'));
+    await unlink(join(src, 'counter'));
+    await syncWait();
+    expect(await guest(`cat ${GUEST}/via-sftp.txt; readlink ${GUEST}/sftp-link; test -d ${GUEST}/sftp-dir && test ! -e ${GUEST}/counter && echo ok`)).toBe('slow path\nvia-sftp.txt\nok\n');
+    const folders = JSON.parse((await env(['status', '--json'])).stdout).env.folders;
+    expect(folders[0]).toMatchObject({ via: 'sftp', state: 'synced' });
+    expect((await env(['status'])).stdout).toMatch(/via sftp/);
+    expect((await env(['logs'])).stdout).toMatch(/envbox-guest can't run in the guest .* SFTP/);
   });
 
   it('is copied again, with only the differences, after env halt and env up', async () => {
