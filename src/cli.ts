@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // The Node side of `env`/`envbox`; the shim (native/env-shim.c or bin/env) only starts it for
 // envbox's own commands.
-import { execute } from '@oclif/core';
+import { trace } from './util/trace.js';
+
+trace('cli.js started');
+const { execute } = await import('@oclif/core');
+trace('@oclif/core loaded');
 
 const args = process.argv.slice(2);
 // -h means --help everywhere, up to a `--` that starts a guest command line.
@@ -9,3 +13,4 @@ const end = args.includes('--') ? args.indexOf('--') : args.length;
 for (let i = 0; i < end; i++) if (args[i] === '-h') args[i] = '--help';
 
 await execute({ args, dir: import.meta.url });
+trace('command finished');

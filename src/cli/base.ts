@@ -1,6 +1,7 @@
 import { Command, Errors, Flags } from '@oclif/core';
 import { EnvboxError, EXIT, isEnvboxError } from '../util/errors.js';
 import { Output } from './output.js';
+import { trace } from '../util/trace.js';
 
 /**
  * The base of every command: global flags, one Output, and the one place errors are rendered —
@@ -18,6 +19,11 @@ export abstract class EnvCommand extends Command {
   };
 
   private output: Output | undefined;
+
+  override async init(): Promise<void> {
+    trace(`command ${this.id} init`);
+    await super.init();
+  }
 
   /** Output is decided from argv so that errors raised while parsing flags still honour --json. */
   protected get out(): Output {

@@ -18,19 +18,24 @@ function machineOf(env: Env) {
 export async function halt(env: Env, out: Output, opts: { force: boolean; timeoutMs: number }): Promise<GuestState> {
   const machine = machineOf(env);
   const spec = existingSpec(env);
-  await stopAgent(env);
-  const state = await env.provider.state(spec);
-  if (state === 'stopped' || state === 'absent') return state;
-  const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
+  // The agent and the guest stop side by side: neither needs the other to go first.
+  const agentStopped = stopAgent(env);
   try {
-    if (state === 'frozen') await env.provider.unfreeze(spec, machine);
-    await env.provider.stop(spec, machine, opts);
-  } catch (err) {
-    step.fail();
-    throw err;
+    const state = await env.provider.state(spec);
+    if (state === 'stopped' || state === 'absent') return state;
+    const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
+    try {
+      if (state === 'frozen') await env.provider.unfreeze(spec, machine);
+      await env.provider.stop(spec, machine, opts);
+    } catch (err) {
+      step.fail();
+      throw err;
+    }
+    step.done();
+    return 'stopped';
+  } finally {
+    await agentStopped;
   }
-  step.done();
-  return 'stopped';
 }
 
 export async function suspend(env: Env): Promise<void> {
@@ -62,8 +67,7 @@ export async function destroy(env: Env, out: Output): Promise<boolean> {
     if (!env.record) return false;
     const step = out.step(`Destroying ${env.config.name}`);
     try {
-      await stopAgent(env);
-      await env.provider.destroy(existingSpec(env), env.record.machine);
+      await Promise.all([stopAgent(env), env.provider.destroy(existingSpec(env), env.record.machine)]);
       await removeEnvDir(env.id);
       await updateSshConfigInclude();
     } catch (err) {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Output } from '../cli/output.js';
 import { ensureImage, type ImageInfo } from '../images/index.js';
 import type { GuestSpec, MachineRecord } from '../providers/provider.js';
+import type { StartedAgent } from './agent.js';
 import { ensureUserKey, generateHostKey, writeKnownHosts } from '../ssh/index.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
@@ -15,6 +16,7 @@ import { waitReady } from './ready.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { ensureEnvDir, removeEnvDir, writeRecord, type EnvRecord } from './state.js';
 import { runSteps, type StepDef } from './steps.js';
+import { trace } from '../util/trace.js';
 
 export interface UpOptions {
   /** true: run every provisioning step again; false: none; undefined: the first up only. */
@@ -32,6 +34,8 @@ interface UpContext {
   created: boolean;
   /** The guest was already running: `up` is a quick no-op. */
   wasRunning: boolean;
+  /** The agent, started as soon as the guest was, so that it starts up while the guest boots. */
+  agent?: StartedAgent;
 }
 
 export const lockFile = (id: string) => join(envsDir(), `${id}.lock`);
@@ -41,6 +45,7 @@ export const lockFile = (id: string) => join(envsDir(), `${id}.lock`);
  * env queue on a lock; the later ones find it running and just report.
  */
 export async function up(env: Env, out: Output, opts: UpOptions = {}): Promise<Env> {
+  trace('up: env opened');
   return withFileLock(
     lockFile(env.id),
     async () => {
@@ -135,7 +140,17 @@ function upSteps(): StepDef<UpContext>[] {
         const spec = c.spec ?? existingSpec(c.env);
         const machine = c.machine ?? c.env.record!.machine!;
         await c.env.provider.start(spec, machine, step);
-        return { undo: c.created ? undefined : () => c.env.provider.stop(spec, machine, { timeoutMs: 5000, force: true }) };
+        const { agentRunning, startAgent, stopAgent } = await import('./agent.js');
+        if ((await agentRunning(c.env)) === undefined) c.agent = startAgent(c.env);
+        const agent = c.agent;
+        return {
+          undo: async () => {
+            await Promise.all([
+              agent ? stopAgent(c.env, { pid: agent.pid }) : undefined,
+              c.created ? undefined : c.env.provider.stop(spec, machine, { timeoutMs: 5000, force: true }),
+            ]);
+          },
+        };
       },
     },
     {
@@ -168,7 +183,7 @@ function upSteps(): StepDef<UpContext>[] {
       title: 'Forwards and proxy',
       run: async (c, step) => {
         const { ensureAgent } = await import('./agent.js');
-        const ready = await ensureAgent(c.env, c.out, { progress: step });
+        const ready = await ensureAgent(c.env, c.out, { progress: step, started: c.agent });
         const n = ready.status?.forwards.filter((f) => f.state === 'active').length ?? 0;
         return `${n} forward${n === 1 ? '' : 's'}${ready.status?.proxy ? `, proxy ${ready.status.proxy.address}` : ''}`;
       },
