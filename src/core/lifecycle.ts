@@ -4,6 +4,7 @@ import { getProvider } from '../providers/registry.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
 import { stopAgent } from './agent.js';
+import { removeFastIndex, stopMaster, writeFastIndex } from './master.js';
 import { existingSpec, openEnv, type Env } from './env.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { envDir, removeEnvDir, type EnvRecord } from './state.js';
@@ -19,7 +20,7 @@ export async function halt(env: Env, out: Output, opts: { force: boolean; timeou
   const machine = machineOf(env);
   const spec = existingSpec(env);
   // The agent and the guest stop side by side: neither needs the other to go first.
-  const agentStopped = stopAgent(env);
+  const agentStopped = Promise.all([stopAgent(env), stopMaster(env)]);
   try {
     const state = await env.provider.state(spec);
     if (state === 'stopped' || state === 'absent') return state;
@@ -46,6 +47,8 @@ export async function suspend(env: Env): Promise<void> {
   const state = await env.provider.state(existingSpec(env));
   if (state === 'frozen') return;
   if (state !== 'running') throw notRunning(env);
+  // A frozen guest would leave a shortcut `env ssh` hanging; the ordinary path says it is suspended.
+  await removeFastIndex(env);
   await env.provider.freeze(existingSpec(env), machine);
 }
 
@@ -57,6 +60,7 @@ export async function resume(env: Env): Promise<void> {
     throw new EnvboxError('ENV_NOT_SUSPENDED', `env "${env.config.name}" is ${state}, not suspended`, { hint: 'env up starts a halted env' });
   }
   await env.provider.unfreeze(existingSpec(env), machine);
+  await writeFastIndex(env);
 }
 
 /** Removes the guest and everything envbox made for it: container, CoW layer, state, reservations, ssh_config entry. */
@@ -67,7 +71,7 @@ export async function destroy(env: Env, out: Output): Promise<boolean> {
     if (!env.record) return false;
     const step = out.step(`Destroying ${env.config.name}`);
     try {
-      await Promise.all([stopAgent(env), env.provider.destroy(existingSpec(env), env.record.machine)]);
+      await Promise.all([stopAgent(env), stopMaster(env), env.provider.destroy(existingSpec(env), env.record.machine)]);
       await removeEnvDir(env.id);
       await updateSshConfigInclude();
     } catch (err) {
@@ -99,7 +103,7 @@ export async function pruneEnv(record: EnvRecord, out: Output): Promise<void> {
   };
   const step = out.step(`Removing stale env ${record.id}`);
   await withFileLock(lockFile(env.id), async () => {
-    await stopAgent(env);
+    await Promise.all([stopAgent(env), stopMaster(env)]);
     await provider.destroy(existingSpec(env), record.machine);
     await removeEnvDir(record.id);
   });

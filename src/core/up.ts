@@ -11,7 +11,6 @@ import { envsDir } from '../util/paths.js';
 import { existingSpec, guestSpec, guestUser, hostKeyAlias, knownHostsFile, sshEndpoint, type Env } from './env.js';
 import { hostProblems } from './host.js';
 import { provisionEnv } from './provision.js';
-import { openSession } from './session.js';
 import { waitReady } from './ready.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { ensureEnvDir, removeEnvDir, writeRecord, type EnvRecord } from './state.js';
@@ -160,6 +159,8 @@ function upSteps(): StepDef<UpContext>[] {
       run: async (c, step, signal) => {
         const started = Date.now();
         await waitReady(readinessChecks(c.env), { timeoutMs: 60_000, signal, onCheck: (d) => step.update(d) });
+        const { writeFastIndex } = await import('./master.js');
+        await writeFastIndex(c.env);
         return `${((Date.now() - started) / 1000).toFixed(1)}s`;
       },
     },
@@ -209,7 +210,12 @@ export function readinessChecks(env: Env) {
       description: 'the env key logs in',
       hint: 'sshd answers but refuses the env key; env destroy && env up recreates it',
       check: async () => {
+        // OpenSSH's login stays behind as the env's shared connection (env ssh, ssh NAME); when it fails,
+        // envbox's own client tries and says why (a changed host key, a refused key) or that it is too early.
+        const { startMaster } = await import('./master.js');
+        if (await startMaster(env)) return true;
         try {
+          const { openSession } = await import('./session.js');
           const client = await openSession(env, 10_000);
           client.end();
           return true;
