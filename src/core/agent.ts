@@ -16,7 +16,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Output } from '../cli/output.js';
-import { Agent, type AgentStatus } from '../agent/agent.js';
+import type { Agent, AgentStatus } from '../agent/agent.js';
 import { requestControl } from '../agent/control.js';
 import { eventLogEnd, followEvents, openEventLog, type AgentEvent } from '../agent/events.js';
 import { agentFiles } from '../agent/files.js';
@@ -29,7 +29,6 @@ import type { Progress } from '../util/progress.js';
 import { trace } from '../util/trace.js';
 import { existingSpec, type Env } from './env.js';
 import { currentPlan, type PortPlan } from './ports.js';
-import { openSession } from './session.js';
 import { ensureEnvDir, writeJsonAtomic } from './state.js';
 
 export type { AgentStatus } from '../agent/agent.js';
@@ -246,6 +245,9 @@ export async function runAgent(env: Env): Promise<number> {
     }
     const plan = await currentPlan(env);
     const proxy = await proxySettings(env);
+    // Loaded here, not at the top: `env up` and `env halt` use this module too and need none of the agent itself.
+    const { Agent } = await import('../agent/agent.js');
+    const { openSession } = await import('./session.js');
     agent = new Agent({
       envName: env.config.name,
       guestAddress: env.record.machine.address,

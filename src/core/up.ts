@@ -1,16 +1,14 @@
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import type { Output } from '../cli/output.js';
-import { ensureImage, type ImageInfo } from '../images/index.js';
+import type { ImageInfo } from '../images/index.js';
 import type { GuestSpec, MachineRecord } from '../providers/provider.js';
 import type { StartedAgent } from './agent.js';
-import { ensureUserKey, generateHostKey, writeKnownHosts } from '../ssh/index.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
 import { envsDir } from '../util/paths.js';
 import { existingSpec, guestSpec, guestUser, hostKeyAlias, knownHostsFile, sshEndpoint, type Env } from './env.js';
 import { hostProblems } from './host.js';
-import { provisionEnv } from './provision.js';
 import { waitReady } from './ready.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { ensureEnvDir, removeEnvDir, writeRecord, type EnvRecord } from './state.js';
@@ -81,6 +79,7 @@ function upSteps(): StepDef<UpContext>[] {
       title: 'Image',
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step, signal) => {
+        const { ensureImage } = await import('../images/index.js');
         c.image = await ensureImage(
           c.env.config.image.packages.length ? c.env.config.image : c.env.config.image.from,
           step,
@@ -94,6 +93,7 @@ function upSteps(): StepDef<UpContext>[] {
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step) => {
         const { env } = c;
+        const { ensureUserKey, generateHostKey, writeKnownHosts } = await import('../ssh/index.js');
         const dir = await ensureEnvDir(env.id);
         const userKey = await ensureUserKey(dir);
         const hostKey = await generateHostKey();
@@ -169,6 +169,7 @@ function upSteps(): StepDef<UpContext>[] {
       skip: (c) =>
         c.env.config.provision.length === 0 || c.opts.provision === false || (c.opts.provision === undefined && !c.created && c.wasRunning),
       run: async (c, step) => {
+        const { provisionEnv } = await import('./provision.js');
         const ran = await provisionEnv(c.env, c.out, step, { all: c.opts.provision === true });
         return ran === 0 ? 'nothing to do' : `${ran} step${ran === 1 ? '' : 's'}`;
       },
