@@ -4,13 +4,16 @@
 import { trace } from './util/trace.js';
 
 trace('cli.js started');
-const { execute } = await import('@oclif/core');
-trace('@oclif/core loaded');
 
 const args = process.argv.slice(2);
 // -h means --help everywhere, up to a `--` that starts a guest command line.
 const end = args.includes('--') ? args.indexOf('--') : args.length;
 for (let i = 0; i < end; i++) if (args[i] === '-h') args[i] = '--help';
 
-await execute({ args, dir: import.meta.url });
+// `env up` has a lean path that skips loading oclif (src/cli/lean.ts); it hands anything unusual back.
+if (!(args[0] === 'up' && (await (await import('./cli/lean.js')).runLeanUp(args.slice(1))))) {
+  const { execute } = await import('@oclif/core');
+  trace('@oclif/core loaded');
+  await execute({ args, dir: import.meta.url });
+}
 trace('command finished');
