@@ -257,7 +257,12 @@ export async function runAgent(env: Env): Promise<number> {
       proxy: proxy.options,
       configHash: configHash(env, plan),
       link: {
-        connect: (timeoutMs) => openSession(env, timeoutMs),
+        connect: async (timeoutMs) => {
+          // Started by `env up` alongside the guest: a login tried before the guest has its address would
+          // wait out an ARP timeout, so wait for the guest to run first.
+          await untilRunning(env, timeoutMs);
+          return openSession(env, timeoutMs);
+        },
         netns: netnsAccess(env),
         guestState: () => env.provider.state(existingSpec(env)),
       },
@@ -282,6 +287,11 @@ export async function runAgent(env: Env): Promise<number> {
     process.off('SIGTERM', onSignal).off('SIGINT', onSignal).off('SIGHUP', onSignal);
     await removePid(files.pid);
   }
+}
+
+async function untilRunning(env: Env, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await env.provider.state(existingSpec(env)).catch(() => 'unknown')) !== 'running' && Date.now() < deadline) await sleep(25);
 }
 
 function netnsAccess(env: Env): NetnsAccess | undefined {

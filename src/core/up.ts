@@ -138,18 +138,23 @@ function upSteps(): StepDef<UpContext>[] {
       run: async (c, step) => {
         const spec = c.spec ?? existingSpec(c.env);
         const machine = c.machine ?? c.env.record!.machine!;
-        await c.env.provider.start(spec, machine, step);
+        // The agent starts first: it takes longer to start than the guest, and waits for the guest to run.
         const { agentRunning, startAgent, stopAgent } = await import('./agent.js');
         if ((await agentRunning(c.env)) === undefined) c.agent = startAgent(c.env);
         const agent = c.agent;
-        return {
-          undo: async () => {
-            await Promise.all([
-              agent ? stopAgent(c.env, { pid: agent.pid }) : undefined,
-              c.created ? undefined : c.env.provider.stop(spec, machine, { timeoutMs: 5000, force: true }),
-            ]);
-          },
+        const undo = async () => {
+          await Promise.all([
+            agent ? stopAgent(c.env, { pid: agent.pid }) : undefined,
+            c.created ? undefined : c.env.provider.stop(spec, machine, { timeoutMs: 5000, force: true }),
+          ]);
         };
+        try {
+          await c.env.provider.start(spec, machine, step);
+        } catch (err) {
+          if (agent) await stopAgent(c.env, { pid: agent.pid });
+          throw err;
+        }
+        return { undo };
       },
     },
     {
