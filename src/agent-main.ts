@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { getHeapStatistics } from 'node:v8';
 import { AGENT_CONFIG, runAgent, type AgentConfigFile } from './core/agent.js';
 import { envDir, readRecord } from './core/state.js';
 import { getProvider } from './providers/registry.js';
@@ -31,6 +32,24 @@ async function main(dir: string | undefined): Promise<number> {
   return runAgent({ config, id, dir: envDir(id), record, provider });
 }
 
+// A full collection once the heap has grown this much since the last: the agent's garbage comes in
+// bursts (start-up, a flood of connections) that V8 would otherwise keep mapped for a long while.
+const HEAP_GROWTH_BYTES = 1.5 * (1 << 20);
+const HEAP_CHECK_MS = 1_000;
+
+/** With --expose-gc (startAgent passes it): collects after start-up and after each burst, so RSS stays low. */
+function keepHeapSmall(): void {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return;
+  let base = 0;
+  setInterval(() => {
+    if (getHeapStatistics().used_heap_size - base < HEAP_GROWTH_BYTES) return;
+    gc();
+    base = getHeapStatistics().used_heap_size;
+  }, HEAP_CHECK_MS).unref();
+}
+
+keepHeapSmall();
 const code = await main(process.argv[3]).catch((err: unknown) => {
   process.stderr.write(`envbox agent: ${(err as Error).message}\n`);
   return 1;
