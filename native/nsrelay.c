@@ -27,6 +27,9 @@
  *   TCP: then raw bytes both ways; EOF on one side becomes shutdown(SHUT_WR) on the other.
  *   UDP: then datagrams both ways, each framed as a 2-byte big-endian length + payload.
  *
+ * Started by Node with an IPC channel (NODE_CHANNEL_FD), it also takes accepted host connections
+ * themselves and serves them entirely, SOCKS5 handshake included: see "connections handed over".
+ *
  * Threads wait in accept() and serve what they take (a few stay parked between connections);
  * a TCP connection has one more thread for its second direction. Bytes move with splice(2)
  * through 1 MiB pipes (small buffers cap a relay at ~480 MiB/s, 1 MiB reaches ~3 GiB/s).

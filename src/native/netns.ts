@@ -5,8 +5,13 @@
  * ~350 MiB/s. Node can't enter a namespace itself, hence the helper; when it is missing or
  * can't run, startNetnsDialer answers with a reason and the agent stays on SSH.
  *
+ * Better still, the agent hands an accepted host connection over to the relay (its descriptor
+ * travels over Node's IPC channel): the relay connects, answers a SOCKS5 client itself, and
+ * splices, so the connection's bytes never pass through the agent.
+ *
  *   const { dialer, reason } = await startNetnsDialer({ pid, runDir, onExit });
  *   const stream = await dialer.dial({ host: '127.0.0.1', port: 5432 }, signal);
+ *   dialer.handoff(socket, { kind: 'forward', host: '127.0.0.1', port: 5432 }, onEnd);
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
