@@ -4,6 +4,7 @@ import { getProvider } from '../providers/registry.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
 import { agentStatus, folderSpecs, stopAgent } from './agent.js';
+import { removeFastIndex, stopMaster, writeFastIndex } from './master.js';
 import { existingSpec, openEnv, type Env } from './env.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { envDir, removeEnvDir, type EnvRecord } from './state.js';
@@ -18,19 +19,24 @@ function machineOf(env: Env) {
 export async function halt(env: Env, out: Output, opts: { force: boolean; timeoutMs: number }): Promise<GuestState> {
   const machine = machineOf(env);
   const spec = existingSpec(env);
-  await stopAgent(env);
-  const state = await env.provider.state(spec);
-  if (state === 'stopped' || state === 'absent') return state;
-  const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
+  // The agent and the guest stop side by side: neither needs the other to go first.
+  const agentStopped = Promise.all([stopAgent(env), stopMaster(env)]);
   try {
-    if (state === 'frozen') await env.provider.unfreeze(spec, machine);
-    await env.provider.stop(spec, machine, opts);
-  } catch (err) {
-    step.fail();
-    throw err;
+    const state = await env.provider.state(spec);
+    if (state === 'stopped' || state === 'absent') return state;
+    const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
+    try {
+      if (state === 'frozen') await env.provider.unfreeze(spec, machine);
+      await env.provider.stop(spec, machine, opts);
+    } catch (err) {
+      step.fail();
+      throw err;
+    }
+    step.done();
+    return 'stopped';
+  } finally {
+    await agentStopped;
   }
-  step.done();
-  return 'stopped';
 }
 
 export async function suspend(env: Env): Promise<void> {
@@ -41,6 +47,8 @@ export async function suspend(env: Env): Promise<void> {
   const state = await env.provider.state(existingSpec(env));
   if (state === 'frozen') return;
   if (state !== 'running') throw notRunning(env);
+  // A frozen guest would leave a shortcut `env ssh` hanging; the ordinary path says it is suspended.
+  await removeFastIndex(env);
   await env.provider.freeze(existingSpec(env), machine);
 }
 
@@ -52,6 +60,7 @@ export async function resume(env: Env): Promise<void> {
     throw new EnvboxError('ENV_NOT_SUSPENDED', `env "${env.config.name}" is ${state}, not suspended`, { hint: 'env up starts a halted env' });
   }
   await env.provider.unfreeze(existingSpec(env), machine);
+  await writeFastIndex(env);
 }
 
 /** Removes the guest and everything envbox made for it: container, CoW layer, state, reservations, ssh_config entry. */
@@ -62,8 +71,7 @@ export async function destroy(env: Env, out: Output): Promise<boolean> {
     if (!env.record) return false;
     const step = out.step(`Destroying ${env.config.name}`);
     try {
-      await stopAgent(env);
-      await env.provider.destroy(existingSpec(env), env.record.machine);
+      await Promise.all([stopAgent(env), stopMaster(env), env.provider.destroy(existingSpec(env), env.record.machine)]);
       await removeEnvDir(env.id);
       await updateSshConfigInclude();
     } catch (err) {
@@ -95,7 +103,7 @@ export async function pruneEnv(record: EnvRecord, out: Output): Promise<void> {
   };
   const step = out.step(`Removing stale env ${record.id}`);
   await withFileLock(lockFile(env.id), async () => {
-    await stopAgent(env);
+    await Promise.all([stopAgent(env), stopMaster(env)]);
     await provider.destroy(existingSpec(env), record.machine);
     await removeEnvDir(record.id);
   });
