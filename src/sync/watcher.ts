@@ -2,11 +2,9 @@
  * Watches one host folder with chokidar and hands over coalesced batches of net changes. Raw events
  * are collected until the folder has been quiet for `quietMs` (or `maxDelayMs` after the first one,
  * so a steady stream still flows), then folded by coalesce(). The watcher never follows symlinks and
- * never descends into ignored folders. Stats come from chokidar's own lstat for adds and from ours
- * otherwise, so a symlink is a symlink. chokidar drops a second change to one path within 50 ms, so
- * a file reported changed is looked at again RECHECK_MS later and a difference is reported then.
+ * never descends into ignored folders. Stats are taken again with lstat rather than trusted from
+ * chokidar, so a symlink is a symlink and a path gone by the time it is looked at is a delete.
  */
-import type { Stats } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
@@ -15,7 +13,6 @@ import { entryStat, scanHost } from './hostfs.js';
 import { hostRelative } from './paths.js';
 
 const UNLINK_HOLD_MS = 250;
-const RECHECK_MS = 60;
 
 export interface WatcherOptions {
   root: string;
@@ -35,8 +32,6 @@ export class FolderWatcher {
   private timer: NodeJS.Timeout | undefined;
   private chain = Promise.resolve();
   private ready = false;
-  private closed = false;
-  private readonly rechecks = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly opts: WatcherOptions) {}
 
@@ -45,7 +40,6 @@ export class FolderWatcher {
     const { root, ignored } = this.opts;
     this.watcher = watch(root, {
       followSymlinks: false,
-      alwaysStat: true,
       ignoreInitial: false,
       persistent: true,
       atomic: false,
@@ -54,9 +48,7 @@ export class FolderWatcher {
         return rel !== undefined && ignored(rel, stats?.isDirectory() ?? false);
       },
     });
-    // add/addDir stats come from chokidar's lstat; its change stats follow symlinks, so those are looked up again.
-    for (const kind of ['add', 'addDir'] as const) this.watcher.on(kind, (path: string, stats?: Stats) => this.onRaw(path, false, stats));
-    this.watcher.on('change', (path: string) => this.onRaw(path, false));
+    for (const kind of ['add', 'addDir', 'change'] as const) this.watcher.on(kind, (path: string) => this.onRaw(path, false));
     for (const kind of ['unlink', 'unlinkDir'] as const) this.watcher.on(kind, (path: string) => this.onRaw(path, true));
     this.watcher.on('error', (err) => this.opts.onError(err as Error));
     return new Promise((resolve) =>
@@ -112,22 +104,18 @@ export class FolderWatcher {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
     clearTimeout(this.timer);
-    for (const t of this.rechecks.values()) clearTimeout(t);
-    this.rechecks.clear();
     await this.watcher?.close();
   }
 
-  private onRaw(path: string, gone: boolean, given?: Stats): void {
+  private onRaw(path: string, gone: boolean): void {
     const rel = hostRelative(this.opts.root, path);
     if (rel === undefined) return;
     this.lastRaw = Date.now();
     const seen = Date.now();
-    // One lstat per event, in arrival order, so the folded state matches the order things happened
-    // (started all at once they would crowd chokidar's own calls out of libuv's thread pool).
+    // One lstat per event, in arrival order, so the folded state matches the order things happened.
     this.chain = this.chain.then(async () => {
-      const st = gone ? undefined : (given ?? (await lstat(join(this.opts.root, rel)).catch(() => undefined)));
+      const st = gone ? undefined : await lstat(join(this.opts.root, rel)).catch(() => undefined);
       const stat = st && entryStat(st);
       const event: RawEvent = stat ? { kind: this.known.has(rel) ? 'change' : 'add', rel, stat } : { kind: 'unlink', rel };
       if (!this.ready) {
@@ -138,29 +126,7 @@ export class FolderWatcher {
       if (this.raw.length === 0) this.first = seen;
       this.raw.push(event);
       this.schedule();
-      if (event.kind === 'change' && given === undefined && event.stat.type === 'file') this.recheckLater(rel);
     });
-  }
-
-  private recheckLater(rel: string): void {
-    if (this.rechecks.has(rel) || this.closed) return;
-    this.rechecks.set(
-      rel,
-      setTimeout(() => {
-        this.rechecks.delete(rel);
-        const looked = lstat(join(this.opts.root, rel)).catch(() => undefined);
-        this.chain = this.chain.then(async () => {
-          const st = await looked;
-          const now = st && entryStat(st);
-          const was = this.pendingKnown().get(rel);
-          if (!now || !was || now.type !== was.type || now.ino !== was.ino) return; // adds and deletes arrive as their own events
-          if (now.mtimeMs === was.mtimeMs && now.size === was.size && now.mode === was.mode) return;
-          if (this.raw.length === 0) this.first = Date.now();
-          this.raw.push({ kind: 'change', rel, stat: now });
-          this.schedule();
-        });
-      }, RECHECK_MS),
-    );
   }
 
   private schedule(): void {
@@ -168,7 +134,7 @@ export class FolderWatcher {
     const max = this.opts.maxDelayMs ?? 80;
     clearTimeout(this.timer);
     const wait = Math.max(0, Math.min(quiet, this.first + max - Date.now()));
-    this.timer = setTimeout(() => this.emit(true), wait);
+    this.timer = setTimeout(() => void this.chain.then(() => this.emit(true)), wait);
   }
 
   /**
@@ -190,7 +156,7 @@ export class FolderWatcher {
     clearTimeout(this.timer);
     if (this.raw.length === 0) return;
     if (timed && this.waitingForRename()) {
-      this.timer = setTimeout(() => this.emit(true), 25);
+      this.timer = setTimeout(() => void this.chain.then(() => this.emit(true)), 25);
       return;
     }
     const raw = this.raw;
