@@ -243,9 +243,10 @@ describe('host file events replayed in a QEMU guest', () => {
     expect(failed).toBe(0);
     // inotifywait had no watch on d yet (the guest never saw it made), so no MOVE_SELF lines
     expect(lines).toEqual(['MOVED_FROM,ISDIR d', 'MOVED_TO,ISDIR TMP', 'MOVED_FROM,ISDIR TMP', 'MOVED_TO,ISDIR d']);
+    await chokidar.saw(['addDir d', 'addDir d/e', 'add d/e/x']);
     await writeFile(host('d/e/x'), 'changed');
     expect((await replay([{ kind: EventKind.MODIFY, path: 'd/e/x' }])).lines).toEqual(['MODIFY d/e/x']);
-    await chokidar.saw(['addDir d', 'addDir d/e', 'add d/e/x', 'change d/e/x']);
+    await chokidar.saw(['change d/e/x']);
   });
 
   it('DELETE: a short-lived file of that name gives IN_CREATE then IN_DELETE', async () => {
@@ -295,19 +296,21 @@ describe('host file events replayed in a QEMU guest', () => {
       'MOVED_TO,ISDIR sub',
       'MOVE_SELF sub/',
       'CREATE TMP',
+      'OPEN TMP',
+      'CLOSE_WRITE,CLOSE TMP',
       'DELETE TMP',
     ]);
   });
 
-  it('a batch of 500 host-created files is replayed in one request; every path gets its event', async () => {
+  it('a batch of 200 host-created files is replayed in one request; every path gets its event', async () => {
     await mkdir(host('burst'));
     await replay([{ kind: EventKind.MKDIR, path: 'burst' }]);
-    const names = Array.from({ length: 500 }, (_, i) => `burst/f${i}`);
+    const names = Array.from({ length: 200 }, (_, i) => `burst/f${i}`);
     for (const n of names) await writeFile(host(n), '');
     const { failed, lines } = await replay(names.map((path) => ({ kind: EventKind.CREATE, path })));
     expect(failed).toBe(0);
     const arrived = new Set(lines.filter((l) => l.startsWith('MOVED_TO burst/f')).map((l) => l.slice('MOVED_TO '.length)));
-    expect(arrived.size).toBe(500);
+    expect(arrived.size).toBe(200);
     await chokidar.saw(names.map((n) => `add ${n}`));
   });
 
@@ -343,8 +346,8 @@ describe('host file events replayed in a QEMU guest', () => {
       'CREATE src/TMP',
       'OPEN src/TMP',
       'MODIFY src/TMP',
-      'CLOSE_WRITE,CLOSE src/TMP',
       'ATTRIB src/TMP',
+      'CLOSE_WRITE,CLOSE src/TMP',
       'MOVED_FROM src/TMP',
       'MOVED_TO src/app.js',
     ]);
