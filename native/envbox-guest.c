@@ -1,7 +1,7 @@
 /*
  * envbox-guest: the small static helper envbox runs inside a VM guest, over an SSH exec channel.
  *
- *   envbox-guest serve [--watch] ROOT...   frames on stdin/stdout (see docs/guest-protocol.md)
+ *   envbox-guest serve [--watch] ROOT...   frames on stdin/stdout (src/guest/protocol.ts is the host side)
  *   envbox-guest --version                 prints "envbox-guest 1"
  *
  * It replays host file events on shared folders (EVENTS) so guest inotify watchers react, and applies

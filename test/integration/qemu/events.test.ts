@@ -195,6 +195,7 @@ describe('host file events replayed in a QEMU guest', () => {
 
   afterAll(async () => {
     guest?.close();
+    if (!scratch) return;
     for (const c of children) if (c.exitCode === null) c.kill();
     const status = await env(['status', '--json']).catch(() => undefined);
     const id = status?.code === 0 ? (JSON.parse(status.stdout) as { env: { id: string } }).env.id : undefined;
