@@ -698,7 +698,7 @@ static void op_write(struct frame *f) {
   int root = get_root_path(f, "WRITE", path, 0);
   uint32_t mode = get_u32(f);
   unsigned more = get_u8(f);
-  int err = 0, fd = -1, dirfd = -1;
+  int err = 0, fd = -1, dirfd = -1, created = 0;
   const char *name = NULL;
   if (root >= 0 && f->bad) { reply_err(id, EINVAL, "WRITE: truncated frame"); root = -1; }
   if (root < 0) err = -1; /* already replied; still swallow the APPENDs below */
@@ -714,6 +714,7 @@ static void op_write(struct frame *f) {
     }
     if (fd < 0) err = errno;
     else {
+      created = 1;
       write_dirfd = dirfd;
       memcpy(write_tmp, tmp, sizeof tmp);
     }
@@ -740,7 +741,7 @@ static void op_write(struct frame *f) {
   if (!err && renameat(dirfd, tmp, dirfd, name) < 0) err = errno;
   if (!err) pin_parents(root, path, 0);
   if (err) {
-    if (dirfd >= 0 && name) unlinkat(dirfd, tmp, 0);
+    if (created) unlinkat(dirfd, tmp, 0);
     reply_errno(id, err, "WRITE", path);
   } else reply_ok_empty(id);
 out:
@@ -789,6 +790,7 @@ static void op_symlink(struct frame *f) {
     else err = errno;
     if (err) unlinkat(dirfd, tmp, 0);
   }
+  if (!err) pin_parents(root, path, 0);
   close(dirfd);
   if (err) reply_errno(f->id, err, "SYMLINK", path);
   else reply_ok_empty(f->id);
