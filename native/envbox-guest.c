@@ -579,7 +579,6 @@ static int replay_one(int root, unsigned kind, const char *path, const char *to)
     rc = ghost(dirfd, name);
     break;
   case EV_RENAME: {
-    /* Move it back to where it was and forward again: the last pair is a real from → to move. */
     const char *to_name;
     int to_fd = open_parent(root, to, &to_name, 0);
     if (to_fd < 0) { rc = to_fd; break; }
@@ -587,11 +586,20 @@ static int replay_one(int root, unsigned kind, const char *path, const char *to)
     struct stat from_st;
     if (fstatat(to_fd, to_name, &st, AT_SYMLINK_NOFOLLOW) < 0) rc = -errno;
     else if (fstatat(dirfd, name, &from_st, AT_SYMLINK_NOFOLLOW) == 0) rc = -EEXIST; /* the host made `from` again */
-    if (rc == 0 && S_ISDIR(st.st_mode)) pin_tree(root, to); /* a folder: one dentry for it, moved both ways */
-    if (rc == 0 && renameat(to_fd, to_name, dirfd, name) < 0) rc = -errno;
-    if (rc == 0 && renameat(dirfd, name, to_fd, to_name) < 0) {
-      rc = -errno;
-      fprintf(stderr, "envbox-guest: could not move %s back to %s: %s\n", path, to, strerror(-rc));
+    if (rc == 0 && S_ISDIR(st.st_mode)) {
+      /* A folder: watchers still watch the inode the guest knew as `from`, which 9p will never use again.
+       * A move back and forth would hand them that dead watch under the new name; instead `from` goes away
+       * (short-lived entry) and `to` arrives as a folder they don't know, which they watch afresh. */
+      pin_tree(root, to);
+      rc = ghost(dirfd, name);
+      if (rc == 0) rc = move_away_and_back(to_fd, to_name);
+    } else if (rc == 0) {
+      /* A file: move it back to where it was and forward again; the last pair is a real from → to move. */
+      if (renameat(to_fd, to_name, dirfd, name) < 0) rc = -errno;
+      else if (renameat(dirfd, name, to_fd, to_name) < 0) {
+        rc = -errno;
+        fprintf(stderr, "envbox-guest: could not move %s back to %s: %s\n", path, to, strerror(-rc));
+      }
     }
     close(to_fd);
     break;

@@ -282,6 +282,28 @@ describe('host file events replayed in a QEMU guest', () => {
     await chokidar.saw(['unlink a.txt', 'add sub/b.txt']);
   });
 
+  it('RENAME of a folder: watchers end up watching it under its new name', async () => {
+    await mkdir(host('old'));
+    await replay([{ kind: EventKind.MKDIR, path: 'old' }]);
+    await rename(host('old'), host('renamed'));
+    const { failed, lines } = await replay([{ kind: EventKind.RENAME, path: 'old', to: 'renamed' }]);
+    expect(failed).toBe(0);
+    // MOVE_SELF lines depend on whether inotifywait had watched the folder under TMP yet: left out
+    expect(lines.filter((l) => !l.startsWith('MOVE_SELF'))).toEqual([
+      'CREATE old',
+      'OPEN old',
+      'CLOSE_WRITE,CLOSE old',
+      'DELETE old',
+      'MOVED_FROM,ISDIR renamed',
+      'MOVED_TO,ISDIR TMP',
+      'MOVED_FROM,ISDIR TMP',
+      'MOVED_TO,ISDIR renamed',
+    ]);
+    await writeFile(host('renamed/inside.txt'), 'i');
+    expect((await replay([{ kind: EventKind.CREATE, path: 'renamed/inside.txt' }])).lines).toContain('MOVED_TO renamed/inside.txt');
+    await chokidar.saw(['unlinkDir old', 'addDir renamed', 'add renamed/inside.txt']);
+  });
+
   it('RESCAN: a folder moved away and back; the root gets a short-lived entry', async () => {
     await writeFile(host('sub/many1'), '');
     const { failed, lines } = await replay([

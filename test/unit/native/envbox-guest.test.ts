@@ -571,6 +571,28 @@ describe('envbox-guest EVENTS replay, seen by inotifywait -m -r', () => {
     expect(existsSync(join(root, 'from'))).toBe(false);
   });
 
+  it('RENAME of a folder: `from` goes away as a short-lived entry, `to` is moved away and back', async () => {
+    mkdirSync(join(root, 'to/inner'), { recursive: true });
+    const { guest } = serve([root]);
+    w = await watch(root);
+    const { failed, lines } = await replay(guest, [{ kind: EventKind.RENAME, path: 'from', to: 'to' }]);
+    expect(failed).toBe(0);
+    expect(tmpNames(lines)).toEqual([
+      'CREATE from',
+      'OPEN from',
+      'CLOSE_WRITE,CLOSE from',
+      'DELETE from',
+      'MOVED_FROM,ISDIR to',
+      'MOVED_TO,ISDIR TMP',
+      'MOVE_SELF TMP/',
+      'MOVED_FROM,ISDIR TMP',
+      'MOVED_TO,ISDIR to',
+      'MOVE_SELF to/',
+    ]);
+    expect(existsSync(join(root, 'to/inner'))).toBe(true);
+    expect(existsSync(join(root, 'from'))).toBe(false);
+  });
+
   it('RENAME where the host has made `from` again is left alone and counted as failed', async () => {
     writeFileSync(join(root, 'from'), 'f');
     writeFileSync(join(root, 'to'), 't');
