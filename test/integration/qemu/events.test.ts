@@ -221,11 +221,12 @@ describe('host file events replayed in a QEMU guest', () => {
   it('MODIFY: a host write is invisible to guest inotify; the replay is one IN_MODIFY', async () => {
     await writeFile(host('f.txt'), 'one');
     await replay([{ kind: EventKind.CREATE, path: 'f.txt' }]);
+    await chokidar.saw(['add f.txt']); // chokidar has statted it: the next change is one it can tell
     await writeFile(host('f.txt'), 'two');
     expect((await replay([])).lines).toEqual([]);
     expect(await replay([{ kind: EventKind.MODIFY, path: 'f.txt' }])).toEqual({ failed: 0, lines: ['MODIFY f.txt'] });
     expect(readFileSync(host('f.txt'), 'utf8')).toBe('two');
-    await chokidar.saw(['add f.txt', 'change f.txt']);
+    await chokidar.saw(['change f.txt']);
   });
 
   it('CREATE: the new file is moved away and back', async () => {
