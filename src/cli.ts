@@ -1,11 +1,22 @@
 #!/usr/bin/env node
 // The Node side of `env`/`envbox`; the shim (native/env-shim.c or bin/env) only starts it for
 // envbox's own commands.
-import { execute } from '@oclif/core';
+import { trace } from './util/trace.js';
+
+trace('cli.js started');
 
 const args = process.argv.slice(2);
 // -h means --help everywhere, up to a `--` that starts a guest command line.
 const end = args.includes('--') ? args.indexOf('--') : args.length;
 for (let i = 0; i < end; i++) if (args[i] === '-h') args[i] = '--help';
 
-await execute({ args, dir: import.meta.url });
+// `env up` and the agent have lean paths that skip loading oclif (src/cli/lean.ts); they hand anything
+// unusual back.
+const lean = args[0] === 'up' || args[0] === 'agent' ? await import('./cli/lean.js') : undefined;
+const handled = lean && (args[0] === 'up' ? await lean.runLeanUp(args.slice(1)) : await lean.runLeanAgent(args.slice(1)));
+if (!handled) {
+  const { execute } = await import('@oclif/core');
+  trace('@oclif/core loaded');
+  await execute({ args, dir: import.meta.url });
+}
+trace('command finished');

@@ -1,6 +1,8 @@
 import { Command, Errors, Flags } from '@oclif/core';
 import { EnvboxError, EXIT, isEnvboxError } from '../util/errors.js';
 import { Output } from './output.js';
+import { reportError } from './report-error.js';
+import { trace } from '../util/trace.js';
 
 /**
  * The base of every command: global flags, one Output, and the one place errors are rendered —
@@ -18,6 +20,11 @@ export abstract class EnvCommand extends Command {
   };
 
   private output: Output | undefined;
+
+  override async init(): Promise<void> {
+    trace(`command ${this.id} init`);
+    await super.init();
+  }
 
   /** Output is decided from argv so that errors raised while parsing flags still honour --json. */
   protected get out(): Output {
@@ -38,26 +45,13 @@ export abstract class EnvCommand extends Command {
     if (err instanceof Errors.ExitError) throw err;
     this.parsed = true; // a flag error is reported here; oclif need not warn that parsing never finished
     const debug = this.argv.includes('--debug') || Boolean(process.env.ENVBOX_DEBUG);
-    let error: EnvboxError;
-    if (isEnvboxError(err)) error = err;
-    else if (err instanceof Errors.CLIError && (err.oclif?.exit === 2 || /flag|argument|arg/i.test(err.message))) {
+    let error: unknown = err;
+    if (!isEnvboxError(err) && err instanceof Errors.CLIError && (err.oclif?.exit === 2 || /flag|argument|arg/i.test(err.message))) {
       error = new EnvboxError('USAGE', err.message.replace(/\nSee more help with --help$/, ''), {
         hint: `see env ${this.id?.replace(/:/g, ' ') ?? ''} --help`.replace(/\s+--help/, ' --help'),
         exit: EXIT.usage,
       });
-    } else {
-      error = new EnvboxError('BUG', `unexpected error: ${err.message}`, {
-        hint: debug ? undefined : 'this is a bug in envbox; run again with --debug for the stack trace and report it',
-        details: debug ? { stack: err.stack } : undefined,
-      });
     }
-    if (this.out.json) {
-      this.out.printJson({ ok: false, error: error.toJSON() });
-    } else {
-      process.stderr.write(`${this.out.paint('red', 'error:')} ${error.message}\n`);
-      if (error.hint) process.stderr.write(`${this.out.paint('dim', '→')} ${error.hint}\n`);
-      if (debug && error.code === 'BUG' && err.stack) process.stderr.write(`${err.stack}\n`);
-    }
-    process.exitCode = error.exit;
+    reportError(error, this.out, { debug });
   }
 }

@@ -11,8 +11,8 @@ export default class AgentCommand extends EnvCommand {
     const { runAgent } = await import('../core/agent.js');
     const { flags } = await this.parse(AgentCommand);
     const code = await runAgent(await openCreatedEnv(flags.envfile));
-    process.exitCode = code;
-    // Everything is closed by now; should a stray handle remain, it must not keep a stopped agent alive.
-    setTimeout(() => process.exit(code), 1_000).unref();
+    // Everything is closed and the last event written (synchronously) by now: leave at once rather than
+    // wait for handles a closed connection keeps for a while, so halt and destroy don't wait on them.
+    process.exit(code);
   }
 }

@@ -1,9 +1,11 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
+import { SHORTCUT_NOTE } from '../cli/shortcut-note.js';
 import { UsageError } from '../util/errors.js';
 
 export default class Exec extends EnvCommand {
   static override summary = "Run a command in the guest; its exit status is env's.";
+  static override description = SHORTCUT_NOTE;
   static override strict = false;
   static override examples = ['<%= config.bin %> exec -- npm test', '<%= config.bin %> exec uname -a'];
   static override flags = {

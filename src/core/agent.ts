@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Output } from '../cli/output.js';
 import type { EnvConfig } from '../envfile/index.js';
-import { Agent, type AgentStatus } from '../agent/agent.js';
+import type { Agent, AgentStatus } from '../agent/agent.js';
 import { requestControl } from '../agent/control.js';
 import { eventLogEnd, followEvents, openEventLog, type AgentEvent } from '../agent/events.js';
 import { agentFiles } from '../agent/files.js';
@@ -27,9 +27,10 @@ import { EnvboxError } from '../util/errors.js';
 import { pidAlive, withFileLock } from '../util/lock.js';
 import { packageRoot } from '../util/package.js';
 import type { Progress } from '../util/progress.js';
+import { trace } from '../util/trace.js';
 import { existingSpec, type Env } from './env.js';
 import { currentPlan, type PortPlan } from './ports.js';
-import { openSession } from './session.js';
+import type { FolderSpec } from '../sync/manager.js';
 import { ensureEnvDir, writeJsonAtomic } from './state.js';
 
 export type { AgentStatus } from '../agent/agent.js';
@@ -59,10 +60,26 @@ interface ProxyState {
   password?: string;
 }
 
+/**
+ * The folders as the agent handles them. Events are native where the guest's inotify sees host edits
+ * by itself (bind mounts) and in synced folders (the copy is a real local write); replayed on other
+ * mounts (9p, virtiofs, remote); `events: on`/`off` force it.
+ */
+export function folderSpecs(env: Env): FolderSpec[] {
+  const native = env.provider.capabilities.nativeInotify;
+  return env.config.folders.map((f) => ({
+    host: f.host,
+    guest: f.guest,
+    mode: f.mode,
+    events: f.mode === 'sync' ? 'native' : f.events === 'off' ? 'off' : f.events === 'on' || !native ? 'replayed' : 'native',
+    ignore: f.ignore,
+  }));
+}
+
 /** The settings an agent runs with; a running agent with a different hash is restarted by ensureAgent. */
 function configHash(env: Env, plan: PortPlan): string {
   const { name, autoPorts, proxy } = env.config;
-  const settings = { name, address: env.record?.machine?.address, forwards: plan.forwards, autoPorts, proxy };
+  const settings = { name, address: env.record?.machine?.address, forwards: plan.forwards, autoPorts, proxy, folders: folderSpecs(env) };
   return createHash('sha256').update(JSON.stringify(settings)).digest('hex').slice(0, 16);
 }
 
@@ -79,9 +96,25 @@ export interface AgentReady {
  * check and one control request), else it is (re)started and its events are followed until `ready`
  * (warnings are printed) or `failed` (thrown as AGENT_FAILED). Call it only for a running guest.
  */
-export async function ensureAgent(env: Env, out: Pick<Output, 'warn'>, opts: { progress?: Progress; timeoutMs?: number } = {}): Promise<AgentReady> {
+export async function ensureAgent(
+  env: Env,
+  out: Pick<Output, 'warn'>,
+  opts: { progress?: Progress; timeoutMs?: number; started?: StartedAgent } = {},
+): Promise<AgentReady> {
   await ensureEnvDir(env.id);
   return withFileLock(join(env.dir, 'agent.lock'), async () => {
+    if (opts.started) {
+      // Started by `env up` while the guest booted: wait for that one. Should it have given up (a guest
+      // slower to boot than the agent's login budget), start it again now that the guest is ready.
+      try {
+        const ready = await waitReady(env, opts.started, opts);
+        for (const warning of ready.warnings) out.warn(warning);
+        return ready;
+      } catch (err) {
+        if (!(err instanceof EnvboxError && err.code === 'AGENT_FAILED')) throw err;
+        await stopAgent(env, { pid: opts.started.pid });
+      }
+    }
     const hash = configHash(env, await currentPlan(env));
     const pid = await agentRunning(env);
     if (pid !== undefined) {
@@ -91,10 +124,18 @@ export async function ensureAgent(env: Env, out: Pick<Output, 'warn'>, opts: { p
       await stopAgent(env);
     }
     const started = startAgent(env);
+    trace(`agent spawned (pid ${started.pid})`);
     const ready = await waitReady(env, started, opts);
     for (const warning of ready.warnings) out.warn(warning);
     return ready;
   });
+}
+
+export interface StartedAgent {
+  pid: number;
+  /** Where its events begin in the event log. */
+  eventsOffset: number;
+  exited: Promise<number | null>;
 }
 
 /** What the agent's own entry (agent-main.ts) reads instead of the Envfile: the settings `env up` just read. */
@@ -108,7 +149,7 @@ export interface AgentConfigFile {
  * Spawns the env's agent (dist/agent-main.js, the lean entry; `env agent` runs the same from the
  * CLI), detached from the terminal, its output going to agent.log.
  */
-export function startAgent(env: Env): { pid: number; eventsOffset: number; exited: Promise<number | null> } {
+export function startAgent(env: Env): StartedAgent {
   const files = agentFiles(env.dir);
   try {
     if (statSync(files.log).size > LOG_ROTATE_BYTES) renameSync(files.log, `${files.log}.1`);
@@ -141,7 +182,7 @@ export function startAgent(env: Env): { pid: number; eventsOffset: number; exite
   return { pid: child.pid ?? 0, eventsOffset, exited };
 }
 
-async function waitReady(env: Env, started: ReturnType<typeof startAgent>, opts: { progress?: Progress; timeoutMs?: number }): Promise<AgentReady> {
+async function waitReady(env: Env, started: StartedAgent, opts: { progress?: Progress; timeoutMs?: number }): Promise<AgentReady> {
   const files = agentFiles(env.dir);
   const timeoutMs = opts.timeoutMs ?? READY_TIMEOUT_MS;
   const stop = new AbortController();
@@ -165,6 +206,7 @@ async function waitReady(env: Env, started: ReturnType<typeof startAgent>, opts:
     },
     { signal: stop.signal, pollMs: 50 },
   ).finally(() => clearTimeout(timer));
+  trace(`agent said ${outcome?.type ?? 'nothing'}`);
   if (outcome?.type === 'ready') {
     const warnings = Array.isArray(outcome.warnings) ? outcome.warnings.map(String) : [];
     return { pid: started.pid, started: true, status: await agentStatus(env), warnings };
@@ -182,10 +224,13 @@ async function waitReady(env: Env, started: ReturnType<typeof startAgent>, opts:
   });
 }
 
-/** Stops the agent: SIGTERM, then SIGKILL if it has not gone within 5 s. False when none was running. */
-export async function stopAgent(env: Env, opts: { timeoutMs?: number } = {}): Promise<boolean> {
+/**
+ * Stops the agent: SIGTERM, then SIGKILL if it has not gone within 5 s. False when none was running.
+ * `pid`: an agent this process started, which may not have written its pid file yet.
+ */
+export async function stopAgent(env: Env, opts: { timeoutMs?: number; pid?: number } = {}): Promise<boolean> {
   const files = agentFiles(env.dir);
-  const pid = await agentRunning(env);
+  const pid = opts.pid !== undefined && pidAlive(opts.pid) ? opts.pid : await agentRunning(env);
   if (pid === undefined) {
     await rm(files.socket, { force: true });
     await rm(files.pid, { force: true });
@@ -235,6 +280,9 @@ export async function runAgent(env: Env): Promise<number> {
     }
     const plan = await currentPlan(env);
     const proxy = await proxySettings(env);
+    // Loaded here, not at the top: `env up` and `env halt` use this module too and need none of the agent itself.
+    const { Agent } = await import('../agent/agent.js');
+    const { openSession } = await import('./session.js');
     agent = new Agent({
       envName: env.config.name,
       guestAddress: env.record.machine.address,
@@ -243,8 +291,14 @@ export async function runAgent(env: Env): Promise<number> {
       autoPorts: env.config.autoPorts,
       proxy: proxy.options,
       configHash: configHash(env, plan),
+      folders: folderSpecs(env),
       link: {
-        connect: (timeoutMs) => openSession(env, timeoutMs),
+        connect: async (timeoutMs) => {
+          // Started by `env up` alongside the guest: a login tried before the guest has its address would
+          // wait out an ARP timeout, so wait for the guest to run first.
+          await untilRunning(env, timeoutMs);
+          return openSession(env, timeoutMs);
+        },
         netns: netnsAccess(env),
         guestState: () => env.provider.state(existingSpec(env)),
       },
@@ -269,6 +323,11 @@ export async function runAgent(env: Env): Promise<number> {
     process.off('SIGTERM', onSignal).off('SIGINT', onSignal).off('SIGHUP', onSignal);
     await removePid(files.pid);
   }
+}
+
+async function untilRunning(env: Env, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await env.provider.state(existingSpec(env)).catch(() => 'unknown')) !== 'running' && Date.now() < deadline) await sleep(25);
 }
 
 function netnsAccess(env: Env): NetnsAccess | undefined {

@@ -87,3 +87,8 @@ export const knownHostsFile = (env: Env) => join(env.dir, 'known_hosts');
 export const hostKeyAlias = (env: Env) => `envbox-${env.id}`;
 /** Where the guest's sshd is reached. */
 export const sshEndpoint = (env: Env) => ({ host: env.record!.machine!.address, port: Number(env.record!.machine!.sshPort ?? 22) });
+
+/** Envfile `env:` values plus what every guest command should know about its env. */
+export function guestEnvironment(env: Env): Record<string, string> {
+  return { ...env.config.env };
+}

@@ -3,7 +3,8 @@ import type { GuestState } from '../providers/provider.js';
 import { getProvider } from '../providers/registry.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
-import { stopAgent } from './agent.js';
+import { agentStatus, folderSpecs, stopAgent } from './agent.js';
+import { removeFastIndex, stopMaster, writeFastIndex } from './master.js';
 import { existingSpec, openEnv, type Env } from './env.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { envDir, removeEnvDir, type EnvRecord } from './state.js';
@@ -18,19 +19,24 @@ function machineOf(env: Env) {
 export async function halt(env: Env, out: Output, opts: { force: boolean; timeoutMs: number }): Promise<GuestState> {
   const machine = machineOf(env);
   const spec = existingSpec(env);
-  await stopAgent(env);
-  const state = await env.provider.state(spec);
-  if (state === 'stopped' || state === 'absent') return state;
-  const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
+  // The agent and the guest stop side by side: neither needs the other to go first.
+  const agentStopped = Promise.all([stopAgent(env), stopMaster(env)]);
   try {
-    if (state === 'frozen') await env.provider.unfreeze(spec, machine);
-    await env.provider.stop(spec, machine, opts);
-  } catch (err) {
-    step.fail();
-    throw err;
+    const state = await env.provider.state(spec);
+    if (state === 'stopped' || state === 'absent') return state;
+    const step = out.step(opts.force ? 'Stopping (forced)' : 'Shutting down');
+    try {
+      if (state === 'frozen') await env.provider.unfreeze(spec, machine);
+      await env.provider.stop(spec, machine, opts);
+    } catch (err) {
+      step.fail();
+      throw err;
+    }
+    step.done();
+    return 'stopped';
+  } finally {
+    await agentStopped;
   }
-  step.done();
-  return 'stopped';
 }
 
 export async function suspend(env: Env): Promise<void> {
@@ -41,6 +47,8 @@ export async function suspend(env: Env): Promise<void> {
   const state = await env.provider.state(existingSpec(env));
   if (state === 'frozen') return;
   if (state !== 'running') throw notRunning(env);
+  // A frozen guest would leave a shortcut `env ssh` hanging; the ordinary path says it is suspended.
+  await removeFastIndex(env);
   await env.provider.freeze(existingSpec(env), machine);
 }
 
@@ -52,6 +60,7 @@ export async function resume(env: Env): Promise<void> {
     throw new EnvboxError('ENV_NOT_SUSPENDED', `env "${env.config.name}" is ${state}, not suspended`, { hint: 'env up starts a halted env' });
   }
   await env.provider.unfreeze(existingSpec(env), machine);
+  await writeFastIndex(env);
 }
 
 /** Removes the guest and everything envbox made for it: container, CoW layer, state, reservations, ssh_config entry. */
@@ -62,8 +71,7 @@ export async function destroy(env: Env, out: Output): Promise<boolean> {
     if (!env.record) return false;
     const step = out.step(`Destroying ${env.config.name}`);
     try {
-      await stopAgent(env);
-      await env.provider.destroy(existingSpec(env), env.record.machine);
+      await Promise.all([stopAgent(env), stopMaster(env), env.provider.destroy(existingSpec(env), env.record.machine)]);
       await removeEnvDir(env.id);
       await updateSshConfigInclude();
     } catch (err) {
@@ -95,7 +103,7 @@ export async function pruneEnv(record: EnvRecord, out: Output): Promise<void> {
   };
   const step = out.step(`Removing stale env ${record.id}`);
   await withFileLock(lockFile(env.id), async () => {
-    await stopAgent(env);
+    await Promise.all([stopAgent(env), stopMaster(env)]);
     await provider.destroy(existingSpec(env), record.machine);
     await removeEnvDir(record.id);
   });
@@ -111,13 +119,30 @@ export interface StatusReport {
   envfile: string;
   user: string;
   image: string | null;
-  folders: { host: string; guest: string; mode: string; events: string }[];
+  folders: {
+    host: string;
+    guest: string;
+    mode: string;
+    /** native (the guest's inotify sees host edits), replayed (the agent replays them), off. */
+    events: string;
+    /** What the agent is doing with it: copying, synced, watching, waiting for the guest, native, off; `agent down` without an agent. */
+    state: string;
+    /** Changes not yet acknowledged by the guest. */
+    pending: number;
+    /** Host event → guest acknowledgement of the last batch (ms), and how long the oldest pending one has waited. */
+    lagMs: number | null;
+    waitingMs: number;
+    /** helper (envbox-guest) or sftp (the slower fallback), when the agent has reached the guest. */
+    via: string | null;
+    problem?: string;
+  }[];
   ports: { host: number; guest: number; protocol: string; reverse: boolean }[];
 }
 
 export async function status(env: Env): Promise<StatusReport> {
   const state = env.record?.machine ? await env.provider.state(existingSpec(env)) : 'not created';
-  const native = env.provider.capabilities.nativeInotify;
+  const agent = state === 'running' ? await agentStatus(env) : undefined;
+  const live = agent?.folders ?? [];
   return {
     name: env.config.name,
     id: env.id,
@@ -127,12 +152,22 @@ export async function status(env: Env): Promise<StatusReport> {
     envfile: env.config.envfile,
     user: env.record?.user?.name ?? env.config.user,
     image: env.record?.image?.name ?? null,
-    folders: env.config.folders.map((f) => ({
-      host: f.host,
-      guest: f.guest,
-      mode: f.mode,
-      events: f.events === 'off' ? 'off' : native && f.mode === 'mount' ? 'native' : 'not replayed',
-    })),
+    folders: folderSpecs(env).map((f) => {
+      const now = live.find((l) => l.host === f.host && l.guest === f.guest);
+      const needsAgent = f.mode === 'sync' || f.events === 'replayed';
+      return {
+        host: f.host,
+        guest: f.guest,
+        mode: f.mode,
+        events: f.events,
+        state: now?.state ?? (!needsAgent ? (f.events === 'off' ? 'off' : 'native') : 'agent down'),
+        pending: now?.pending ?? 0,
+        lagMs: now?.lastLagMs ?? null,
+        waitingMs: now?.lagMs ?? 0,
+        via: now?.via ?? null,
+        ...(now?.lastProblem ? { problem: now.lastProblem } : {}),
+      };
+    }),
     ports: env.config.ports.map((p) => ({ host: p.host, guest: p.guest, protocol: p.protocol, reverse: p.reverse })),
   };
 }

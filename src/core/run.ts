@@ -10,7 +10,9 @@ import { notRunning } from './up.js';
  */
 export async function runInGuest(env: Env, argv: string[], opts: { tty: boolean; cwd?: string }): Promise<number> {
   if ((await env.provider.state(existingSpec(env))) !== 'running') throw notRunning(env);
-  const client = await openSession(env);
+  // The shortcut index goes stale when the Envfile changes; this run puts it right for the next one.
+  const refreshed = import('./master.js').then((m) => m.writeFastIndex(env)).catch(() => undefined);
+  const client = await openSession(env).finally(() => refreshed);
   try {
     if (argv.length === 0) return await shell(client, { cwd: opts.cwd, env: guestEnvironment(env) });
     const command = opts.cwd ? `cd ${shellQuote([opts.cwd])} 2>/dev/null; ${shellQuote(argv)}` : shellQuote(argv);

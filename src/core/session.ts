@@ -16,7 +16,4 @@ export async function openSession(env: Env, timeoutMs = 15_000): Promise<Client>
   });
 }
 
-/** Envfile `env:` values plus what every guest command should know about its env. */
-export function guestEnvironment(env: Env): Record<string, string> {
-  return { ...env.config.env };
-}
+export { guestEnvironment } from './env.js';

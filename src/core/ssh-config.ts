@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { renderSshConfig, writeSshConfigInclude, type SshConfigEntry } from '../ssh/index.js';
+import { renderSshConfig, sharedControlPath, writeSshConfigInclude, type SshConfigEntry } from '../ssh/ssh-config.js';
 import { stateHome } from '../util/paths.js';
 import { hostKeyAlias, keyFile, knownHostsFile, type Env } from './env.js';
 import { envDir, listEnvs, type EnvRecord } from './state.js';
@@ -24,6 +24,11 @@ function entry(record: EnvRecord, alias: string): SshConfigEntry {
 /** `env ssh-config`: one Host block named after the env. */
 export function envSshConfig(record: EnvRecord): string {
   return renderSshConfig([entry(record, record.name)], { controlDir: controlDir() });
+}
+
+/** The connection-sharing socket `env ssh-config`'s Host block names (undefined when the path would be too long). */
+export function envControlPath(record: EnvRecord): string | undefined {
+  return sharedControlPath(entry(record, record.name), controlDir());
 }
 
 /** Rewrites the includable file listing every created env; an env whose name is taken twice is listed by id. */

@@ -1,5 +1,6 @@
 import type { Output, Step } from '../cli/output.js';
 import { EnvboxError } from '../util/errors.js';
+import { traced } from '../util/trace.js';
 
 /**
  * Long work (up, provision) is an ordered list of small steps. A step may return an undo; when a
@@ -34,7 +35,7 @@ export async function runSteps<C>(steps: StepDef<C>[], ctx: C, out: Output): Pro
       if (controller.signal.aborted) throw interrupted();
       const step = out.step(def.title);
       try {
-        const result = await def.run(ctx, step, controller.signal);
+        const result = await traced(`step ${def.title}`, () => def.run(ctx, step, controller.signal));
         if (result && typeof result === 'object' && result.undo) undos.push({ title: def.title, undo: result.undo });
         if (controller.signal.aborted) throw interrupted();
         if (def.commit) {

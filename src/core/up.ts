@@ -1,20 +1,19 @@
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import type { Output } from '../cli/output.js';
-import { ensureImage, type ImageInfo } from '../images/index.js';
+import type { ImageInfo } from '../images/index.js';
 import type { GuestSpec, MachineRecord } from '../providers/provider.js';
-import { ensureUserKey, generateHostKey, writeKnownHosts } from '../ssh/index.js';
+import type { StartedAgent } from './agent.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
 import { envsDir } from '../util/paths.js';
 import { existingSpec, guestSpec, guestUser, hostKeyAlias, knownHostsFile, sshEndpoint, type Env } from './env.js';
 import { hostProblems } from './host.js';
-import { provisionEnv } from './provision.js';
-import { openSession } from './session.js';
 import { waitReady } from './ready.js';
 import { updateSshConfigInclude } from './ssh-config.js';
 import { ensureEnvDir, removeEnvDir, writeRecord, type EnvRecord } from './state.js';
 import { runSteps, type StepDef } from './steps.js';
+import { trace } from '../util/trace.js';
 
 export interface UpOptions {
   /** true: run every provisioning step again; false: none; undefined: the first up only. */
@@ -32,6 +31,8 @@ interface UpContext {
   created: boolean;
   /** The guest was already running: `up` is a quick no-op. */
   wasRunning: boolean;
+  /** The agent, started as soon as the guest was, so that it starts up while the guest boots. */
+  agent?: StartedAgent;
 }
 
 export const lockFile = (id: string) => join(envsDir(), `${id}.lock`);
@@ -41,6 +42,7 @@ export const lockFile = (id: string) => join(envsDir(), `${id}.lock`);
  * env queue on a lock; the later ones find it running and just report.
  */
 export async function up(env: Env, out: Output, opts: UpOptions = {}): Promise<Env> {
+  trace('up: env opened');
   return withFileLock(
     lockFile(env.id),
     async () => {
@@ -77,6 +79,7 @@ function upSteps(): StepDef<UpContext>[] {
       title: 'Image',
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step, signal) => {
+        const { ensureImage } = await import('../images/index.js');
         c.image = await ensureImage(
           c.env.config.image.packages.length ? c.env.config.image : c.env.config.image.from,
           step,
@@ -90,6 +93,7 @@ function upSteps(): StepDef<UpContext>[] {
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step) => {
         const { env } = c;
+        const { ensureUserKey, generateHostKey, writeKnownHosts } = await import('../ssh/index.js');
         const dir = await ensureEnvDir(env.id);
         const userKey = await ensureUserKey(dir);
         const hostKey = await generateHostKey();
@@ -134,8 +138,23 @@ function upSteps(): StepDef<UpContext>[] {
       run: async (c, step) => {
         const spec = c.spec ?? existingSpec(c.env);
         const machine = c.machine ?? c.env.record!.machine!;
-        await c.env.provider.start(spec, machine, step);
-        return { undo: c.created ? undefined : () => c.env.provider.stop(spec, machine, { timeoutMs: 5000, force: true }) };
+        // The agent starts first: it takes longer to start than the guest, and waits for the guest to run.
+        const { agentRunning, startAgent, stopAgent } = await import('./agent.js');
+        if ((await agentRunning(c.env)) === undefined) c.agent = startAgent(c.env);
+        const agent = c.agent;
+        const undo = async () => {
+          await Promise.all([
+            agent ? stopAgent(c.env, { pid: agent.pid }) : undefined,
+            c.created ? undefined : c.env.provider.stop(spec, machine, { timeoutMs: 5000, force: true }),
+          ]);
+        };
+        try {
+          await c.env.provider.start(spec, machine, step);
+        } catch (err) {
+          if (agent) await stopAgent(c.env, { pid: agent.pid });
+          throw err;
+        }
+        return { undo };
       },
     },
     {
@@ -145,6 +164,8 @@ function upSteps(): StepDef<UpContext>[] {
       run: async (c, step, signal) => {
         const started = Date.now();
         await waitReady(readinessChecks(c.env), { timeoutMs: 60_000, signal, onCheck: (d) => step.update(d) });
+        const { writeFastIndex } = await import('./master.js');
+        await writeFastIndex(c.env);
         return `${((Date.now() - started) / 1000).toFixed(1)}s`;
       },
     },
@@ -153,6 +174,7 @@ function upSteps(): StepDef<UpContext>[] {
       skip: (c) =>
         c.env.config.provision.length === 0 || c.opts.provision === false || (c.opts.provision === undefined && !c.created && c.wasRunning),
       run: async (c, step) => {
+        const { provisionEnv } = await import('./provision.js');
         const ran = await provisionEnv(c.env, c.out, step, { all: c.opts.provision === true });
         return ran === 0 ? 'nothing to do' : `${ran} step${ran === 1 ? '' : 's'}`;
       },
@@ -165,15 +187,50 @@ function upSteps(): StepDef<UpContext>[] {
       },
     },
     {
+      title: 'Guest helper',
+      skip: (c) => !needsFolderAgentSync(c.env),
+      run: async (c, step) => {
+        const { installGuestHelper } = await import('./sync.js');
+        return installGuestHelper(c.env, step);
+      },
+    },
+    {
       title: 'Forwards and proxy',
       run: async (c, step) => {
         const { ensureAgent } = await import('./agent.js');
-        const ready = await ensureAgent(c.env, c.out, { progress: step });
+        const ready = await ensureAgent(c.env, c.out, { progress: step, started: c.agent });
         const n = ready.status?.forwards.filter((f) => f.state === 'active').length ?? 0;
         return `${n} forward${n === 1 ? '' : 's'}${ready.status?.proxy ? `, proxy ${ready.status.proxy.address}` : ''}`;
       },
     },
+    {
+      // Replay only: the helper must hold the folders before guest watchers start (docs/events.md).
+      title: 'File events',
+      skip: (c) => !needsFolderAgentSync(c.env) || c.env.config.folders.some((f) => f.mode === 'sync'),
+      run: async (c, step) => {
+        const { waitSynced } = await import('./sync.js');
+        const result = await waitSynced(c.env, { timeoutMs: 120_000, progress: step });
+        const replayed = result.folders.filter((f) => f.events === 'replayed');
+        return `replayed in ${replayed.length} folder${replayed.length === 1 ? '' : 's'}${replayed.some((f) => f.via === 'sftp') ? ' (via SFTP: envbox-guest not running)' : ''}`;
+      },
+    },
+    {
+      title: 'Syncing folders',
+      skip: (c) => !c.env.config.folders.some((f) => f.mode === 'sync'),
+      run: async (c, step) => {
+        const { waitSynced } = await import('./sync.js');
+        const result = await waitSynced(c.env, { timeoutMs: 30 * 60_000, progress: step });
+        const synced = result.folders.filter((f) => f.mode === 'sync');
+        const via = synced.some((f) => f.via === 'sftp') ? ' (via SFTP: envbox-guest not running)' : '';
+        return `${synced.length} folder${synced.length === 1 ? '' : 's'} in sync, ${(result.waitedMs / 1000).toFixed(1)}s${via}`;
+      },
+    },
   ];
+}
+
+function needsFolderAgentSync(env: Env): boolean {
+  const native = env.provider.capabilities.nativeInotify;
+  return env.config.folders.some((f) => f.mode === 'sync' || f.events === 'on' || (f.events === 'auto' && !native));
 }
 
 /** What "ready" means for a guest, in order; each says what to look at when it never passes. */
@@ -194,7 +251,12 @@ export function readinessChecks(env: Env) {
       description: 'the env key logs in',
       hint: 'sshd answers but refuses the env key; env destroy && env up recreates it',
       check: async () => {
+        // OpenSSH's login stays behind as the env's shared connection (env ssh, ssh NAME); when it fails,
+        // envbox's own client tries and says why (a changed host key, a refused key) or that it is too early.
+        const { startMaster } = await import('./master.js');
+        if (await startMaster(env)) return true;
         try {
+          const { openSession } = await import('./session.js');
           const client = await openSession(env, 10_000);
           client.end();
           return true;

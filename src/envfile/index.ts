@@ -42,7 +42,7 @@ export async function checkEnvfile(path: string, opts: { isRoot?: boolean } = {}
 
 /** The image must be a recipe or an imported image (no build happens here). */
 async function checkImage(loaded: LoadedEnvfile, config: EnvConfig): Promise<Problem | undefined> {
-  const { resolveImage } = await import('../images/index.js');
+  const { resolveImage } = await import('../images/resolve.js');
   try {
     await resolveImage(config.image.packages.length ? config.image : config.image.from);
     return undefined;

@@ -49,9 +49,8 @@ export function renderSshConfig(entries: readonly SshConfigEntry[], opts: SshCon
       `  HostKeyAlias ${entry.hostKeyAlias ?? entry.alias}`,
       '  LogLevel ERROR',
     ];
-    const controlPath = opts.controlDir === undefined ? undefined : controlPathFor(entry, opts.controlDir);
-    // Too long a path would make every ssh call print an error, so such a setup simply goes without sharing.
-    if (controlPath !== undefined && Buffer.byteLength(controlPath) <= MAX_CONTROL_PATH) {
+    const controlPath = opts.controlDir === undefined ? undefined : sharedControlPath(entry, opts.controlDir);
+    if (controlPath !== undefined) {
       lines.push('  ControlMaster auto', `  ControlPath ${pathArg(controlPath)}`, '  ControlPersist 10m');
     }
     return lines.join('\n');
@@ -78,16 +77,18 @@ export async function writeSshConfigInclude(
  * One socket per env and address: OpenSSH's %C hashes the address but not the alias, so a recreated env
  * that reuses an address could be handed a stale master still attached to its predecessor.
  */
-function controlPathFor(entry: SshConfigEntry, controlDir: string): string {
+export function sharedControlPath(entry: SshConfigEntry, controlDir: string): string | undefined {
   const key = [entry.alias, entry.hostName, entry.port, entry.user].join('\0');
-  return `${controlDir.replace(/\/+$/, '')}/${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+  const path = `${controlDir.replace(/\/+$/, '')}/${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+  // Too long a path would make every ssh call print an error, so such a setup simply goes without sharing.
+  return Buffer.byteLength(path) <= MAX_CONTROL_PATH ? path : undefined;
 }
 
 /**
  * A path as one ssh_config argument: quoted (spaces), `%` doubled (OpenSSH expands %-tokens in these
  * keywords). What quoting cannot carry everywhere — control characters, `"`, `\`, `${` — is refused.
  */
-function pathArg(path: string): string {
+export function pathArg(path: string): string {
   if (/[\x00-\x1f\x7f"\\]|\$\{/.test(path)) {
     throw invalid(
       `the path ${JSON.stringify(path)} cannot be written into an ssh_config`,

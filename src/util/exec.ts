@@ -1,5 +1,6 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { EnvboxError } from './errors.js';
+import { trace, traceOn } from './trace.js';
 
 export interface RunResult {
   code: number;
@@ -27,6 +28,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       signal: opts.signal,
       timeout: opts.timeoutMs,
     };
+    const started = traceOn() ? performance.now() : 0;
     const child = spawn(cmd, args, spawnOpts);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -47,6 +49,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       } else reject(e);
     });
     child.on('close', (code, signal) => {
+      if (started) trace(`ran ${cmd} ${args.join(' ')} (${(performance.now() - started).toFixed(0)} ms, exit ${code ?? signal})`);
       if (opts.onLine) for (const s of ['stdout', 'stderr'] as const) if (partial[s]) opts.onLine(partial[s], s);
       resolve({
         code: code ?? (signal ? 128 : 1),

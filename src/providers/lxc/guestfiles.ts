@@ -92,6 +92,32 @@ export function sshdDropIn(): string {
   ].join('\n');
 }
 
+/** A drop-in that starts sshd as soon as systemd can, rather than after all of early boot (sysinit.target). */
+export const SSHD_UNIT_DROPIN_PATH = '/etc/systemd/system/ssh.service.d/00-envbox.conf';
+
+export function sshdUnitDropIn(): string {
+  return [
+    '# envbox: sshd needs nothing from early boot (its /run/sshd is its RuntimeDirectory), so it starts',
+    '# with the first units instead of after sysinit.target; its config was checked when envbox wrote it.',
+    '[Unit]',
+    'DefaultDependencies=no',
+    'Conflicts=shutdown.target',
+    'Before=shutdown.target',
+    '',
+    '[Service]',
+    'ExecStartPre=',
+    '',
+  ].join('\n');
+}
+
+/**
+ * An /etc/tmpfiles.d entry of the same name overrides systemd's systemd-nologin.conf, which writes
+ * /run/nologin early in boot ("System is booting up") and keeps non-root logins out until the end of it:
+ * with sshd up early, the env's first login would be refused for no reason.
+ */
+export const NOLOGIN_TMPFILES_PATH = '/etc/tmpfiles.d/systemd-nologin.conf';
+export const NOLOGIN_TMPFILES = '# envbox: no /run/nologin while the guest boots; the env user may log in as soon as sshd runs\n';
+
 /** systemd-networkd, if the image runs it, keeps the address LXC gave eth0 instead of asking DHCP. */
 export function networkdUnit(address: string, gateway: string): string {
   return [

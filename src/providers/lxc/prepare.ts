@@ -11,11 +11,15 @@ import {
   hostsFile,
   interfacesWithoutEth0,
   networkdUnit,
+  NOLOGIN_TMPFILES,
+  NOLOGIN_TMPFILES_PATH,
   passwdWithUser,
   resolvConf,
   shadowWithUser,
   SSHD_DROPIN_PATH,
+  SSHD_UNIT_DROPIN_PATH,
   sshdDropIn,
+  sshdUnitDropIn,
   sudoersFor,
   upstreamNameservers,
 } from './guestfiles.js';
@@ -172,6 +176,10 @@ export async function prepareGuest(
   await writeGuest(fs, '/etc/ssh/ssh_host_ed25519_key', ensureNewline(hostKey.privateKey), ROOT(0o600));
   await writeGuest(fs, '/etc/ssh/ssh_host_ed25519_key.pub', ensureNewline(hostKey.publicKey), ROOT(0o644));
   await writeGuest(fs, SSHD_DROPIN_PATH, sshdDropIn(), ROOT(0o644));
+  if (await exists(fs, '/lib/systemd/system/ssh.service')) {
+    await writeGuest(fs, SSHD_UNIT_DROPIN_PATH, sshdUnitDropIn(), ROOT(0o644));
+    await writeGuest(fs, NOLOGIN_TMPFILES_PATH, NOLOGIN_TMPFILES, ROOT(0o644));
+  }
 
   // Shared folders' mount points: LXC would create missing parents as root, leaving the user unable to
   // write next to the project; parents inside the home belong to the user.

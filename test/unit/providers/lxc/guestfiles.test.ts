@@ -7,7 +7,9 @@ import {
   passwdWithUser,
   resolvConf,
   shadowWithUser,
+  NOLOGIN_TMPFILES,
   sshdDropIn,
+  sshdUnitDropIn,
   sudoersFor,
   upstreamNameservers,
 } from '../../../../src/providers/lxc/guestfiles.js';
@@ -82,6 +84,21 @@ describe('sshd', () => {
     expect(lines).toContain('UseDNS no');
     expect(lines).toContain('GSSAPIAuthentication no');
     expect(lines).toContain('PasswordAuthentication no');
+  });
+});
+
+describe('sshd starts early in boot', () => {
+  it('leaves out the default dependencies and the config re-check, keeping the shutdown ordering', () => {
+    const lines = sshdUnitDropIn().split('\n');
+    expect(lines.indexOf('[Unit]')).toBeLessThan(lines.indexOf('DefaultDependencies=no'));
+    expect(lines).toContain('Conflicts=shutdown.target');
+    expect(lines).toContain('Before=shutdown.target');
+    expect(lines.indexOf('[Service]')).toBeLessThan(lines.indexOf('ExecStartPre='));
+  });
+
+  it('overrides the /run/nologin rule with one that holds no entry', () => {
+    const entries = NOLOGIN_TMPFILES.split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+    expect(entries).toEqual([]);
   });
 });
 

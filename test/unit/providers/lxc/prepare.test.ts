@@ -59,6 +59,16 @@ afterEach(async () => {
 });
 
 describe('prepareGuest', () => {
+  it('starts sshd early and drops /run/nologin when the image runs sshd under systemd', async () => {
+    await prepareGuest(fs, spec, net, hostKey);
+    expect(existsSync(join(dir, 'etc/systemd/system/ssh.service.d/00-envbox.conf'))).toBe(false);
+    await file('usr/lib/systemd/system/ssh.service', '[Unit]\n');
+    await symlink('usr/lib', join(dir, 'lib'));
+    await prepareGuest(fs, spec, net, hostKey);
+    expect(await readFile(join(dir, 'etc/systemd/system/ssh.service.d/00-envbox.conf'), 'utf8')).toContain('DefaultDependencies=no');
+    expect(await readFile(join(dir, 'etc/tmpfiles.d/systemd-nologin.conf'), 'utf8')).toMatch(/^#/);
+  });
+
   it('writes names, network, user, sudo and sshd files', async () => {
     await prepareGuest(fs, spec, net, hostKey);
     const read = (p: string) => readFile(join(dir, p), 'utf8');
