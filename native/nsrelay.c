@@ -27,6 +27,9 @@
  *   TCP: then raw bytes both ways; EOF on one side becomes shutdown(SHUT_WR) on the other.
  *   UDP: then datagrams both ways, each framed as a 2-byte big-endian length + payload.
  *
+ * Started by Node with an IPC channel (NODE_CHANNEL_FD), it also takes accepted host connections
+ * themselves and serves them entirely, SOCKS5 handshake included: see "connections handed over".
+ *
  * Threads wait in accept() and serve what they take (a few stay parked between connections);
  * a TCP connection has one more thread for its second direction. Bytes move with splice(2)
  * through 1 MiB pipes (small buffers cap a relay at ~480 MiB/s, 1 MiB reaches ~3 GiB/s).
@@ -199,13 +202,16 @@ static int parse_request(char *line, struct request *req) {
     return req->port < 0 || req->timeout_ms < 0 ? -1 : 0;
 }
 
+#define TARGET_MAX 8
+
 struct target {
-    struct sockaddr_storage addr[2];
-    socklen_t len[2];
+    struct sockaddr_storage addr[TARGET_MAX];
+    socklen_t len[TARGET_MAX];
     int count;
 };
 
 static void add_v4(struct target *t, const struct in_addr *a, int port) {
+    if (t->count == TARGET_MAX) return;
     struct sockaddr_in *sin = (struct sockaddr_in *)&t->addr[t->count];
     memset(sin, 0, sizeof *sin);
     sin->sin_family = AF_INET;
@@ -215,6 +221,7 @@ static void add_v4(struct target *t, const struct in_addr *a, int port) {
 }
 
 static void add_v6(struct target *t, const struct in6_addr *a, uint32_t scope, int port) {
+    if (t->count == TARGET_MAX) return;
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&t->addr[t->count];
     memset(sin6, 0, sizeof *sin6);
     sin6->sin6_family = AF_INET6;
@@ -224,12 +231,19 @@ static void add_v6(struct target *t, const struct in6_addr *a, uint32_t scope, i
     t->len[t->count++] = sizeof *sin6;
 }
 
+static int add_target(const char *host, int port, struct target *t);
+
 /* Runs in the guest's namespace, so a %scope names one of the guest's interfaces. */
 static int parse_target(const char *host, int port, struct target *t) {
+    t->count = 0;
+    return add_target(host, port, t);
+}
+
+/* Appends host's address(es) to t. */
+static int add_target(const char *host, int port, struct target *t) {
     char buf[HEADER_MAX + 1];
     struct in_addr a4;
     struct in6_addr a6;
-    t->count = 0;
     if (strcmp(host, "localhost") == 0) {
         inet_pton(AF_INET, "127.0.0.1", &a4);
         add_v4(t, &a4, port);
@@ -309,6 +323,7 @@ static int dial(int client, const struct target *t, int type, int timeout_ms) {
         int fd = dial_one(client, (const struct sockaddr *)&t->addr[i], t->len[i], type, deadline);
         if (fd >= 0 || fd == -ECANCELED || fd == -ETIMEDOUT) return fd;
         if (!first) first = fd;
+        if (fd != -ECONNREFUSED && fd != -EHOSTUNREACH && fd != -ENETUNREACH && fd != -EADDRNOTAVAIL && fd != -EAFNOSUPPORT) return first;
     }
     return first;
 }
@@ -317,6 +332,7 @@ static int dial(int client, const struct target *t, int type, int timeout_ms) {
 
 struct pump {
     int in, out;
+    unsigned long long moved;
 };
 
 static void abort_both(const struct pump *p) {
@@ -324,7 +340,7 @@ static void abort_both(const struct pump *p) {
     shutdown(p->out, SHUT_RDWR);
 }
 
-static void copy_fallback(const struct pump *p) {
+static void copy_fallback(struct pump *p) {
     char *buf = malloc(COPY_BYTES);
     if (!buf) return abort_both(p);
     for (;;) {
@@ -334,6 +350,7 @@ static void copy_fallback(const struct pump *p) {
             abort_both(p);
             break;
         }
+        p->moved += (unsigned long long)n;
         if (n == 0) {
             shutdown(p->out, SHUT_WR);
             break;
@@ -344,7 +361,7 @@ static void copy_fallback(const struct pump *p) {
 
 /* One direction: in -> pipe -> out until EOF (then half-close out) or an error (then both go). */
 static void *pump_run(void *arg) {
-    const struct pump *p = arg;
+    struct pump *p = arg;
     int pipefd[2];
     if (pipe2(pipefd, O_CLOEXEC) < 0) {
         copy_fallback(p);
@@ -381,6 +398,7 @@ static void *pump_run(void *arg) {
             if (m < 0 && errno == EINTR) continue;
             if (m <= 0) break;
             n -= m;
+            p->moved += (unsigned long long)m;
         }
         if (n > 0) {
             abort_both(p);
@@ -392,7 +410,8 @@ static void *pump_run(void *arg) {
     return NULL;
 }
 
-static void relay_tcp(int client, int guest) {
+/* Relays until both directions end; *sent counts client->guest bytes, *received guest->client. */
+static void relay_tcp(int client, int guest, unsigned long long *sent, unsigned long long *received) {
     struct pump up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
     pthread_attr_t attr;
     pthread_t thread;
@@ -403,6 +422,8 @@ static void relay_tcp(int client, int guest) {
     if (!started) return;
     pump_run(&up);
     pthread_join(thread, NULL);
+    if (sent) *sent = up.moved;
+    if (received) *received = down.moved;
 }
 
 /* Datagrams from the client arrive framed on the stream; replies go back framed the same way. */
@@ -471,12 +492,469 @@ static void serve(int client) {
         goto done;
     }
     if (write_all(client, "OK\n", 3) == 0) {
-        if (req.proto == PROTO_TCP) relay_tcp(client, guest);
+        if (req.proto == PROTO_TCP) relay_tcp(client, guest, NULL, NULL);
         else relay_udp(client, guest);
     }
     close(guest);
 done:
     close(client);
+}
+
+/* ---- connections handed over by the agent (its IPC channel) ----
+ *
+ * When the agent starts the relay with a Node IPC channel (NODE_CHANNEL_FD), it can pass an
+ * accepted host connection itself (SCM_RIGHTS) instead of relaying its bytes: the relay then
+ * connects inside the guest and splices, and the agent's process never touches the data.
+ * Node's channel carries one JSON object per line; a handle travels with a line
+ *   {"cmd":"NODE_HANDLE","type":"net.Native","msg":{"r":"<request>"}}
+ * that must be answered with {"cmd":"NODE_HANDLE_ACK"} before Node sends the next one.
+ * Requests (fields are IP literals, digits and hex, so they need no JSON escaping):
+ *   FWD <id> <host> <port>                       a port forward: connect, then splice
+ *   SOCKS <id> <envhex> <userhex|-> <passhex|-> a SOCKS5 client (RFC 1928/1929), handshake here
+ *   RESOLVED <id> <ip>...  |  RESOLVED <id> -     (no handle) the answer to a resolve event
+ * Events to the agent:
+ *   {"ev":"resolve","id":N,"host":"NAME"}         a SOCKS name the guest must resolve
+ *   {"ev":"end","id":N,"in":B,"out":B}            the connection is over (bytes each way)
+ */
+#define SOCKS_MAX_ACTIVE 512
+#define HANDOFF_LINE_MAX 4096
+#define FD_QUEUE_MAX 16
+
+static int ipc_fd = -1;
+static pthread_mutex_t ipc_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int socks_active;
+
+static void ipc_send(const char *line, size_t len) {
+    pthread_mutex_lock(&ipc_lock);
+    write_all(ipc_fd, line, len);
+    pthread_mutex_unlock(&ipc_lock);
+}
+
+static void report_end(unsigned long id, unsigned long long in, unsigned long long out) {
+    char line[128];
+    int n = snprintf(line, sizeof line, "{\"ev\":\"end\",\"id\":%lu,\"in\":%llu,\"out\":%llu}\n", id, in, out);
+    ipc_send(line, (size_t)n);
+}
+
+/* Names waiting for the agent to resolve them inside the guest. */
+struct lookup {
+    unsigned long id;
+    int done;
+    char answer[HANDOFF_LINE_MAX];
+    pthread_cond_t cond;
+    struct lookup *next;
+};
+static struct lookup *lookups;
+static pthread_mutex_t lookup_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Asks the agent; fills *answer with "ip ip ..." (or "-") and returns 0, or -1 on timeout. */
+static int resolve_via_agent(unsigned long id, const char *host, char *answer, size_t cap, long long deadline) {
+    struct lookup l = {.id = id};
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&l.cond, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_lock(&lookup_lock);
+    l.next = lookups;
+    lookups = &l;
+    pthread_mutex_unlock(&lookup_lock);
+    char line[HEADER_MAX + 64];
+    int n = snprintf(line, sizeof line, "{\"ev\":\"resolve\",\"id\":%lu,\"host\":\"%s\"}\n", id, host);
+    ipc_send(line, (size_t)n);
+    struct timespec until = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
+    pthread_mutex_lock(&lookup_lock);
+    while (!l.done && pthread_cond_timedwait(&l.cond, &lookup_lock, &until) != ETIMEDOUT) {
+    }
+    for (struct lookup **p = &lookups; *p; p = &(*p)->next) {
+        if (*p == &l) {
+            *p = l.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lookup_lock);
+    pthread_cond_destroy(&l.cond);
+    if (!l.done) return -1;
+    snprintf(answer, cap, "%s", l.answer);
+    return 0;
+}
+
+static void lookup_answered(unsigned long id, const char *answer) {
+    pthread_mutex_lock(&lookup_lock);
+    for (struct lookup *l = lookups; l; l = l->next) {
+        if (l->id == id) {
+            snprintf(l->answer, sizeof l->answer, "%s", answer);
+            l->done = 1;
+            pthread_cond_signal(&l->cond);
+        }
+    }
+    pthread_mutex_unlock(&lookup_lock);
+}
+
+/* Reads exactly len bytes before the deadline: 0, or -1 (closed, error, too slow). */
+static int recv_exact(int fd, unsigned char *buf, size_t len, long long deadline) {
+    for (size_t got = 0; got < len;) {
+        long long left = deadline - now_ms();
+        if (left <= 0) return -1;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, (int)left);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        ssize_t n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* A refusal the client gets to read: the reply, a FIN, and its input drained until it closes
+ * (so our close does not turn into a reset that discards the reply), for at most 2 s. */
+static void refuse(int fd, const unsigned char *reply, size_t len) {
+    if (write_all(fd, reply, len) < 0) return;
+    shutdown(fd, SHUT_WR);
+    long long deadline = now_ms() + 2000;
+    unsigned char sink[4096];
+    for (size_t total = 0; total < (1u << 20);) {
+        long long left = deadline - now_ms();
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) break;
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) break;
+        total += (size_t)n;
+    }
+}
+
+/* The client learns at once that nothing is there: a reset, not a FIN. */
+static void reset_close(int fd) {
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &(struct linger){.l_onoff = 1, .l_linger = 0}, sizeof(struct linger));
+    close(fd);
+}
+
+static int socks_reply_for(int err) {
+    switch (err) {
+    case ECONNREFUSED: return 0x05;
+    case EHOSTUNREACH:
+    case EHOSTDOWN: return 0x04;
+    case ENETUNREACH:
+    case ENETDOWN:
+    case EADDRNOTAVAIL: return 0x03;
+    case ETIMEDOUT: return 0x06;
+    default: return 0x01;
+    }
+}
+
+static void socks_refuse(int fd, int code) {
+    unsigned char reply[10] = {5, (unsigned char)code, 0, 1, 0, 0, 0, 0, 0, 0};
+    refuse(fd, reply, sizeof reply);
+}
+
+/* Letters, digits, '-', '_' and dots, labels not empty, one trailing dot allowed. */
+static int valid_host_name(const char *name) {
+    size_t len = strlen(name), label = 0;
+    if (len == 0) return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (c == '.') {
+            if (label == 0) return 0;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
+            label++;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* localhost, *.localhost, the env's name and its subdomains are the guest itself. */
+static int names_guest(const char *name, const char *env) {
+    char bare[HEADER_MAX + 1];
+    size_t len = strlen(name);
+    if (len >= sizeof bare) return 0;
+    for (size_t i = 0; i <= len; i++) bare[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    if (len > 0 && bare[len - 1] == '.') bare[--len] = '\0';
+    const char *domains[2] = {"localhost", env};
+    for (int i = 0; i < 2; i++) {
+        size_t dl = strlen(domains[i]);
+        if (dl == 0 || dl > len) continue;
+        if (strcmp(bare + len - dl, domains[i]) == 0 && (dl == len || bare[len - dl - 1] == '.')) return 1;
+    }
+    return 0;
+}
+
+static size_t unhex(const char *hex, unsigned char *out, size_t cap) {
+    if (strcmp(hex, "-") == 0) return 0;
+    size_t n = strlen(hex) / 2;
+    if (n > cap) n = cap;
+    for (size_t i = 0; i < n; i++) {
+        unsigned int b;
+        if (sscanf(hex + 2 * i, "%2x", &b) != 1) return 0;
+        out[i] = (unsigned char)b;
+    }
+    return n;
+}
+
+/* Equal length and bytes, in time that depends only on the lengths. */
+static int same_bytes(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen) {
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < alen && i < blen; i++) diff |= a[i] ^ b[i];
+    return diff == 0;
+}
+
+struct socks_conf {
+    unsigned long id;
+    char env[HEADER_MAX + 1];
+    unsigned char user[256], pass[256];
+    size_t user_len, pass_len;
+    int auth;
+};
+
+/* The whole SOCKS5 conversation for one client; returns the connected guest socket or -1
+ * (the client has had its answer, or was dropped). */
+static int socks_handshake(int c, const struct socks_conf *conf) {
+    unsigned char b[600];
+    long long deadline = now_ms() + header_timeout_ms;
+    /* Greeting: VER NMETHODS METHODS. Anything but version 5 (SOCKS4 too) is closed unanswered. */
+    if (recv_exact(c, b, 2, deadline) < 0 || b[0] != 5 || b[1] == 0) return -1;
+    int nmethods = b[1];
+    if (recv_exact(c, b + 2, (size_t)nmethods, deadline) < 0) return -1;
+    unsigned char method = conf->auth ? 0x02 : 0x00;
+    if (!memchr(b + 2, method, (size_t)nmethods)) {
+        refuse(c, (const unsigned char[]){5, 0xff}, 2);
+        return -1;
+    }
+    if (write_all(c, (const unsigned char[]){5, method}, 2) < 0) return -1;
+    if (conf->auth) {
+        static const unsigned char denied[2] = {1, 1};
+        if (recv_exact(c, b, 2, deadline) < 0) return -1;
+        if (b[0] != 1) {
+            refuse(c, denied, 2);
+            return -1;
+        }
+        size_t ulen = b[1];
+        if (recv_exact(c, b, ulen + 1, deadline) < 0) return -1;
+        size_t plen = b[ulen];
+        if (recv_exact(c, b + ulen + 1, plen, deadline) < 0) return -1;
+        int user_ok = same_bytes(b, ulen, conf->user, conf->user_len);
+        int pass_ok = same_bytes(b + ulen + 1, plen, conf->pass, conf->pass_len);
+        if (!(user_ok & pass_ok)) {
+            refuse(c, denied, 2);
+            return -1;
+        }
+        if (write_all(c, (const unsigned char[]){1, 0}, 2) < 0) return -1;
+    }
+    /* Request: VER CMD RSV ATYP ADDR PORT. */
+    if (recv_exact(c, b, 4, deadline) < 0) return -1;
+    if (b[0] != 5) return socks_refuse(c, 0x01), -1;
+    if (b[1] != 1) return socks_refuse(c, 0x07), -1; /* only CONNECT */
+    struct target target = {.count = 0};
+    char host[HEADER_MAX + 1];
+    int port;
+    unsigned char atyp = b[3];
+    if (atyp == 1 || atyp == 4) {
+        size_t alen = atyp == 1 ? 4 : 16;
+        if (recv_exact(c, b, alen + 2, deadline) < 0) return -1;
+        port = b[alen] << 8 | b[alen + 1];
+        if (atyp == 1) {
+            struct in_addr a4;
+            memcpy(&a4, b, 4);
+            add_v4(&target, &a4, port);
+        } else {
+            struct in6_addr a6;
+            memcpy(&a6, b, 16);
+            add_v6(&target, &a6, 0, port);
+        }
+    } else if (atyp == 3) {
+        if (recv_exact(c, b, 1, deadline) < 0) return -1;
+        size_t nlen = b[0];
+        if (recv_exact(c, b, nlen + 2, deadline) < 0) return -1;
+        memcpy(host, b, nlen);
+        host[nlen] = '\0';
+        port = b[nlen] << 8 | b[nlen + 1];
+        struct in_addr a4;
+        struct in6_addr a6;
+        if (memchr(host, '\0', nlen)) return socks_refuse(c, 0x04), -1;
+        if (inet_pton(AF_INET, host, &a4) == 1) add_v4(&target, &a4, port);
+        else if (inet_pton(AF_INET6, host, &a6) == 1) add_v6(&target, &a6, 0, port);
+        else if (!valid_host_name(host)) return socks_refuse(c, 0x04), -1;
+        else if (names_guest(host, conf->env)) add_target("localhost", port, &target);
+        else {
+            char answer[HANDOFF_LINE_MAX];
+            if (resolve_via_agent(conf->id, host, answer, sizeof answer, now_ms() + connect_timeout_ms) < 0) return socks_refuse(c, 0x06), -1;
+            char *save = NULL;
+            for (char *ip = strtok_r(answer, " ", &save); ip; ip = strtok_r(NULL, " ", &save)) {
+                if (strcmp(ip, "-") != 0) add_target(ip, port, &target);
+            }
+            if (target.count == 0) return socks_refuse(c, 0x04), -1;
+        }
+    } else {
+        return socks_refuse(c, 0x08), -1;
+    }
+    int guest = dial(c, &target, SOCK_STREAM, connect_timeout_ms);
+    if (guest < 0) {
+        if (guest != -ECANCELED) socks_refuse(c, socks_reply_for(-guest));
+        return -1;
+    }
+    /* The reply names the guest-side address the connection comes from. */
+    unsigned char reply[22] = {5, 0, 0, 1};
+    size_t rlen = 10;
+    struct sockaddr_storage local;
+    socklen_t llen = sizeof local;
+    if (getsockname(guest, (struct sockaddr *)&local, &llen) == 0 && local.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&local;
+        reply[3] = 4;
+        memcpy(reply + 4, &s6->sin6_addr, 16);
+        memcpy(reply + 20, &s6->sin6_port, 2);
+        rlen = 22;
+    } else if (local.ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)&local;
+        memcpy(reply + 4, &s4->sin_addr, 4);
+        memcpy(reply + 8, &s4->sin_port, 2);
+    }
+    if (write_all(c, reply, rlen) < 0) {
+        close(guest);
+        return -1;
+    }
+    return guest;
+}
+
+struct handoff {
+    int fd;
+    char request[HANDOFF_LINE_MAX];
+};
+
+static void *handoff_run(void *arg) {
+    struct handoff *h = arg;
+    int c = h->fd;
+    char *fields[6];
+    int count = 0;
+    char *save = NULL;
+    for (char *f = strtok_r(h->request, " ", &save); f && count < 6; f = strtok_r(NULL, " ", &save)) fields[count++] = f;
+    unsigned long id = count >= 2 ? strtoul(fields[1], NULL, 10) : 0;
+    unsigned long long in = 0, out = 0;
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    /* Node's event loop made the socket non-blocking; the pumps block. */
+    fcntl(c, F_SETFL, fcntl(c, F_GETFL) & ~O_NONBLOCK);
+    if (count == 4 && strcmp(fields[0], "FWD") == 0) {
+        struct target target;
+        int port = parse_number(fields[3], 1, 65535);
+        int guest = port < 0 || parse_target(fields[2], port, &target) < 0 ? -EINVAL : dial(c, &target, SOCK_STREAM, connect_timeout_ms);
+        if (guest < 0) {
+            reset_close(c);
+            c = -1;
+        } else {
+            relay_tcp(c, guest, &in, &out);
+            close(guest);
+        }
+    } else if (count == 5 && strcmp(fields[0], "SOCKS") == 0) {
+        if (atomic_fetch_add(&socks_active, 1) < SOCKS_MAX_ACTIVE) {
+            struct socks_conf conf = {.id = id};
+            size_t envlen = unhex(fields[2], (unsigned char *)conf.env, sizeof conf.env - 1);
+            conf.env[envlen] = '\0';
+            conf.auth = strcmp(fields[3], "-") != 0;
+            conf.user_len = unhex(fields[3], conf.user, sizeof conf.user);
+            conf.pass_len = unhex(fields[4], conf.pass, sizeof conf.pass);
+            int guest = socks_handshake(c, &conf);
+            if (guest >= 0) {
+                relay_tcp(c, guest, &in, &out);
+                close(guest);
+            }
+        }
+        atomic_fetch_sub(&socks_active, 1);
+    }
+    if (c >= 0) close(c);
+    report_end(id, in, out);
+    free(h);
+    return NULL;
+}
+
+static void start_handoff(int fd, const char *request) {
+    struct handoff *h = malloc(sizeof *h);
+    if (!h) {
+        close(fd);
+        return;
+    }
+    h->fd = fd;
+    snprintf(h->request, sizeof h->request, "%s", request);
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&thread, &attr, handoff_run, h) != 0) {
+        close(fd);
+        free(h);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* The "r" string of a line, copied into out (our requests never contain '"' or '\\'). */
+static int request_of(const char *line, char *out, size_t cap) {
+    const char *r = strstr(line, "\"r\":\"");
+    if (!r) return -1;
+    r += 5;
+    const char *end = strchr(r, '"');
+    if (!end || (size_t)(end - r) >= cap) return -1;
+    memcpy(out, r, (size_t)(end - r));
+    out[end - r] = '\0';
+    return 0;
+}
+
+static void cleanup_and_exit(int status);
+
+static void *ipc_loop(void *arg) {
+    (void)arg;
+    static char buf[1 << 16];
+    size_t have = 0;
+    int fds[FD_QUEUE_MAX], nfds = 0;
+    for (;;) {
+        union {
+            struct cmsghdr align;
+            char space[CMSG_SPACE(sizeof(int) * FD_QUEUE_MAX)];
+        } control;
+        struct iovec iov = {.iov_base = buf + have, .iov_len = sizeof buf - have};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
+        ssize_t n = recvmsg(ipc_fd, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) cleanup_and_exit(0); /* the agent went away */
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+            int count = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < count; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+                if (nfds < FD_QUEUE_MAX) fds[nfds++] = fd;
+                else close(fd);
+            }
+        }
+        have += (size_t)n;
+        char *start = buf, *nl;
+        while ((nl = memchr(start, '\n', have - (size_t)(start - buf)))) {
+            *nl = '\0';
+            char request[HANDOFF_LINE_MAX];
+            if (strncmp(start, "{\"cmd\":\"NODE_HANDLE\"", 20) == 0) {
+                ipc_send("{\"cmd\":\"NODE_HANDLE_ACK\"}\n", 26);
+                if (nfds > 0) {
+                    int fd = fds[0];
+                    memmove(fds, fds + 1, (size_t)--nfds * sizeof(int));
+                    if (request_of(start, request, sizeof request) == 0) start_handoff(fd, request);
+                    else close(fd);
+                }
+            } else if (strncmp(start, "{\"cmd\":\"NODE_", 13) != 0 && request_of(start, request, sizeof request) == 0 &&
+                       strncmp(request, "RESOLVED ", 9) == 0) {
+                char *rest = request + 9;
+                unsigned long id = strtoul(rest, &rest, 10);
+                lookup_answered(id, *rest == ' ' ? rest + 1 : "-");
+            }
+            start = nl + 1;
+        }
+        have -= (size_t)(start - buf);
+        memmove(buf, start, have);
+        if (have == sizeof buf) have = 0; /* a line longer than any we send: drop it */
+    }
+    return NULL;
 }
 
 /* ---- setup and the accept loop ---- */
@@ -655,6 +1133,16 @@ int main(int argc, char **argv) {
             fail("starting threads");
             cleanup_and_exit(1);
         }
+    }
+    const char *channel = getenv("NODE_CHANNEL_FD");
+    if (channel) {
+        ipc_fd = parse_number(channel, 0, INT_MAX);
+        pthread_t thread;
+        if (ipc_fd < 0 || pthread_create(&thread, NULL, ipc_loop, NULL) != 0) {
+            fprintf(stderr, "nsrelay: cannot serve the agent's channel (NODE_CHANNEL_FD=%s)\n", channel);
+            cleanup_and_exit(1);
+        }
+        pthread_detach(thread);
     }
     if (write(STDOUT_FILENO, "READY 1\n", 8) != 8) cleanup_and_exit(1);
     /* The acceptor threads serve; this one only waits for the reasons to stop. */

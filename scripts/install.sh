@@ -19,7 +19,7 @@ sudo=""
 # What envbox runs (lxc, mmdebstrap, uidmap, nftables, openssh-client, zstd; qemu-system-x86, qemu-utils
 # and e2fsprogs for VMs), builds with (gcc,
 # make, libc6-dev) and what its tests drive as real peers (curl, chromium, inotify-tools, git).
-packages="lxc mmdebstrap uidmap nftables openssh-client zstd qemu-system-x86 qemu-utils e2fsprogs iproute2 gcc make libc6-dev curl inotify-tools git chromium"
+packages="lxc mmdebstrap uidmap nftables openssh-client zstd qemu-system-x86 qemu-utils e2fsprogs iproute2 gcc make libc6-dev curl inotify-tools git chromium rsync"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -20,6 +20,8 @@ import { GuestLink, type LinkInfo, type LinkOptions } from './link.js';
 import type { ForwardSpec, ForwardStatus } from './portfwd/spec.js';
 import { PortWatch } from './portwatch.js';
 import { GuestProxy, type ProxyStatus } from './proxy.js';
+import { FolderSyncs, type FolderSpec, type FolderStatus, type OpenOps } from '../sync/manager.js';
+import { guestOpener } from '../sync/open.js';
 
 export interface AgentOptions {
   envName: string;
@@ -36,6 +38,10 @@ export interface AgentOptions {
   connectTimeoutMs?: number;
   pollMs?: number;
   onEvent?: (event: AgentEvent) => void;
+  /** Shared folders: those that are synced or have events replayed are watched by the agent. */
+  folders?: FolderSpec[];
+  /** How to reach the guest for folders (default: the envbox-guest helper, else SFTP). */
+  openOps?: OpenOps;
 }
 
 export interface AgentStatus {
@@ -48,6 +54,7 @@ export interface AgentStatus {
   forwards: ForwardStatus[];
   proxy: ProxyStatus | null;
   autoPorts: boolean;
+  folders: FolderStatus[];
 }
 
 export class Agent {
@@ -55,6 +62,7 @@ export class Agent {
   private readonly events: EventLog;
   private readonly link: GuestLink;
   private readonly forwards: Forwards;
+  private readonly folders: FolderSyncs;
   private proxy: GuestProxy | undefined;
   private proxyFailure: string | undefined;
   private watch: PortWatch | undefined;
@@ -68,6 +76,7 @@ export class Agent {
     this.events = openEventLog(opts.files.events, opts.onEvent);
     this.link = new GuestLink({ ...opts.link, emit: this.events.emit });
     this.forwards = new Forwards(this.link, this.events.emit, Boolean(opts.link.netns));
+    this.folders = new FolderSyncs(opts.folders ?? [], { openOps: opts.openOps ?? guestOpener(this.events.emit), emit: this.events.emit });
   }
 
   /** Everything up to `ready`; on failure the agent has cleaned up after itself and the error says why. */
@@ -77,12 +86,20 @@ export class Agent {
     try {
       await mkdir(this.opts.files.runDir, { recursive: true, mode: 0o700 });
       await chmod(this.opts.files.runDir, 0o700);
-      this.control = await serveControl(this.opts.files.socket, (method) => this.handle(method));
+      this.control = await serveControl(this.opts.files.socket, (method, params) => this.handle(method, params));
       for (const spec of this.opts.forwards) await this.forwards.add(spec);
       if (this.opts.proxy) await this.startProxy(this.opts.proxy);
+      // Watch before connecting: host changes made while the guest is reached are queued, not lost.
+      await this.folders.start();
       let attached: Promise<void> | undefined;
-      this.link.on('up', (client) => (attached = this.forwards.reverse.attach(client)));
-      this.link.on('down', () => this.forwards.reverse.detach());
+      this.link.on('up', (client) => {
+        attached = this.forwards.reverse.attach(client);
+        void this.folders.attach(client);
+      });
+      this.link.on('down', () => {
+        this.forwards.reverse.detach();
+        this.folders.detach();
+      });
       this.link.on('gone', (why: string) => void this.stop(`${why}; the agent stops with it`));
       await this.link.start(this.opts.connectTimeoutMs ?? 30_000);
       await attached;
@@ -114,6 +131,7 @@ export class Agent {
       forwards: this.forwards.status(),
       proxy: this.proxy?.status() ?? null,
       autoPorts: this.opts.autoPorts.enabled,
+      folders: this.folders.status(),
     };
   }
 
@@ -131,18 +149,21 @@ export class Agent {
   private async shutdown(): Promise<void> {
     this.watch?.stop();
     await this.control?.close();
+    await this.folders.close();
     await this.forwards.close();
     await this.proxy?.close();
     await this.link.close();
   }
 
-  private handle(method: string): unknown {
+  private handle(method: string, params: Record<string, unknown>): unknown {
     if (method === 'status') return this.status();
+    if (method === 'sync-status') return this.folders.status();
+    if (method === 'sync-wait') return this.folders.wait(typeof params.timeoutMs === 'number' ? params.timeoutMs : 60_000);
     if (method === 'stop') {
       setImmediate(() => void this.stop('asked to stop over the control socket'));
       return { stopping: true };
     }
-    throw new EnvboxError('UNKNOWN_METHOD', `unknown method "${method}" (known: status, stop)`);
+    throw new EnvboxError('UNKNOWN_METHOD', `unknown method "${method}" (known: status, sync-status, sync-wait, stop)`);
   }
 
   private async startProxy(proxy: NonNullable<AgentOptions['proxy']>): Promise<void> {

@@ -18,6 +18,9 @@ export type AgentEventType =
   | 'forward-failed'
   | 'port-detected'
   | 'proxy-listening'
+  | 'sync-progress'
+  | 'sync-ready'
+  | 'sync-problem'
   | 'ready'
   | 'failed'
   | 'stopped';

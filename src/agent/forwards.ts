@@ -118,7 +118,11 @@ export class Forwards {
     const forward =
       spec.protocol === 'udp'
         ? new UdpForward(target, (host, port) => this.link.udp(host, port))
-        : new TcpForward(target, (host, port, signal) => this.link.dial(host, port, signal));
+        : new TcpForward(
+            target,
+            (host, port, signal) => this.link.dial(host, port, signal),
+            (socket, onEnd) => this.link.handoff(socket, { kind: 'forward', host: spec.guestIp, port: spec.guestPort }, onEnd),
+          );
     try {
       await forward.listen(spec.hostIp, spec.hostPort);
       entry.forward = forward;

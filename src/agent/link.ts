@@ -11,7 +11,8 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client, ClientChannel } from 'ssh2';
-import type { NetnsDatagramChannel, NetnsDialer } from '../native/netns.js';
+import type { Socket } from 'node:net';
+import type { HandoffEnd, HandoffRequest, NetnsDatagramChannel, NetnsDialer } from '../native/netns.js';
 import type { EmitEvent } from './events.js';
 import { DialError } from './socks/dial.js';
 import { sshDial } from './ssh-dial.js';
@@ -102,6 +103,14 @@ export class GuestLink extends EventEmitter {
     if (this.relay) return this.relay.dial({ host, port }, signal);
     if (this.clientValue) return sshDial(this.clientValue, host, port, signal);
     return Promise.reject(new DialError('unreachable', `the guest is not connected (${this.stateValue})`));
+  }
+
+  /**
+   * Hands an accepted host connection to the relay (the fast path only), which serves it without
+   * this process touching its bytes. False when it can't: the caller serves the socket itself.
+   */
+  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean {
+    return this.relay?.handoff?.(socket, request, onEnd) ?? false;
   }
 
   /** Datagrams to host:port inside the guest: only the fast path can carry UDP. */

@@ -1,6 +1,6 @@
 /**
  * The agent's pid file. A pid alone can outlive its process and be reused, so a pid counts as the
- * agent only while that process's command line is still `… cli.js agent …`.
+ * agent only while that process's command line is still `… cli.js agent …` (or agent-main.js agent).
  */
 import { readFile, rm } from 'node:fs/promises';
 import { pidAlive } from '../util/lock.js';
@@ -15,7 +15,7 @@ export async function readPid(file: string): Promise<number | undefined> {
 export async function isAgentProcess(pid: number): Promise<boolean> {
   if (!pidAlive(pid)) return false;
   const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-  return argv.includes('agent') && argv.some((a) => /cli\.[jt]s$/.test(a));
+  return argv.includes('agent') && argv.some((a) => /(cli|agent-main)\.[jt]s$/.test(a));
 }
 
 /** The pid of this env's running agent, if there is one. */

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client, ClientChannel } from 'ssh2';
 import type { GuestLink } from './link.js';
-import { parseProcNet, type SocketEntry } from './procnet.js';
+import { linesInState, parseProcNet, type SocketEntry } from './procnet.js';
 
 export const POLL_MS = 300;
 export const FRAME_END = '@@envbox-listeners@@';
@@ -41,11 +41,15 @@ export class PortWatch {
       const pid = this.link.netnsPid;
       if (pid !== undefined) {
         this.channel?.close();
+        // Only the listeners: a busy guest's tables are mostly connections, parsed for nothing.
         const tables = await Promise.all([
-          readFile(`/proc/${pid}/net/tcp`, 'utf8'),
-          readFile(`/proc/${pid}/net/tcp6`, 'utf8').catch(() => ''),
+          readFile(`/proc/${pid}/net/tcp`).then((t) => linesInState(t)),
+          readFile(`/proc/${pid}/net/tcp6`).then(
+            (t) => linesInState(t),
+            () => [],
+          ),
         ]).catch(() => undefined);
-        if (tables && !this.stopped.signal.aborted) this.onTable(parseProcNet(tables.join('\n'), 'tcp'));
+        if (tables && !this.stopped.signal.aborted) this.onTable(parseProcNet(tables.flat().join('\n'), 'tcp'));
       } else if (!this.streaming && this.link.client) {
         this.stream(this.link.client);
       }

@@ -39,6 +39,31 @@ export function parseProcNet(text: string, protocol: 'tcp' | 'udp', byteOrder: '
   return out;
 }
 
+/**
+ * The lines of a /proc/net/tcp{,6} table (as bytes) whose socket is in `state` (LISTEN by default).
+ * A busy guest's table is mostly connections and TIME_WAIT: skipping those without making strings
+ * keeps a poll's garbage to the few lines that matter. Lines must be whole (a table read in full).
+ */
+export function linesInState(table: Buffer, state = TCP_LISTEN): string[] {
+  const want = state.toString(16).toUpperCase().padStart(2, '0');
+  const [hi, lo] = [want.charCodeAt(0), want.charCodeAt(1)];
+  const out: string[] = [];
+  for (let start = 0; start < table.length; ) {
+    let end = table.indexOf(0x0a, start);
+    if (end < 0) end = table.length;
+    // "  sl: local rem st ...": the state is the fourth field.
+    let at = start;
+    for (let field = 0; field < 3 && at < end; field++) {
+      while (at < end && table[at] === 0x20) at++;
+      while (at < end && table[at] !== 0x20) at++;
+    }
+    while (at < end && table[at] === 0x20) at++;
+    if (at + 2 < end && table[at] === hi && table[at + 1] === lo && table[at + 2] === 0x20) out.push(table.toString('latin1', start, end));
+    start = end + 1;
+  }
+  return out;
+}
+
 /** Sockets that accept new peers: TCP in LISTEN, UDP bound but not connected. */
 export function listening(entries: SocketEntry[]): SocketEntry[] {
   return entries.filter((e) => (e.protocol === 'tcp' ? e.state === TCP_LISTEN : e.state === UDP_UNCONNECTED && e.port !== 0));

@@ -42,7 +42,13 @@ export class GuestProxy {
 
   constructor(private readonly opts: ProxyOptions) {
     this.resolver = new GuestResolver((command) => opts.link.exec(command));
-    this.socks = createSocksServer({ dial: (target, signal) => this.dial(target, signal), auth: opts.auth });
+    this.socks = createSocksServer({
+      dial: (target, signal) => this.dial(target, signal),
+      auth: opts.auth,
+      // On the fast path the relay speaks SOCKS5 itself and asks us only to resolve names.
+      handoff: (socket, onEnd) =>
+        opts.link.handoff(socket, { kind: 'socks', envName: opts.envName, auth: opts.auth, resolve: (name) => this.resolver.resolve(name) }, onEnd),
+    });
     this.pacServer = http.createServer(servePac(() => this.pac()));
   }
 

@@ -25,6 +25,7 @@ import Ssh from './ssh.js';
 import SshConfig from './ssh-config.js';
 import Status from './status.js';
 import Suspend from './suspend.js';
+import Sync from './sync.js';
 import Up from './up.js';
 import Validate from './validate.js';
 
@@ -59,6 +60,7 @@ export const COMMANDS: Record<string, Command.Class> = {
   'ssh-config': SshConfig,
   status: Status,
   suspend: Suspend,
+  sync: Sync,
   up: Up,
   validate: Validate,
 };

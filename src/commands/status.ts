@@ -20,7 +20,15 @@ export default class Status extends EnvCommand {
         `  Envfile ${report.envfile}`,
       ];
       if (report.folders.length) {
-        lines.push('', table([['FOLDER', 'GUEST', 'MODE', 'EVENTS'], ...report.folders.map((f) => [f.host, f.guest, f.mode, f.events])]));
+        const lag = (f: (typeof report.folders)[number]) => (f.lagMs === null ? '-' : `${f.lagMs} ms`);
+        lines.push(
+          '',
+          table([
+            ['FOLDER', 'GUEST', 'MODE', 'EVENTS', 'STATE', 'PENDING', 'LAG'],
+            ...report.folders.map((f) => [f.host, f.guest, f.mode, f.events, f.state + (f.via === 'sftp' ? ' (via sftp: envbox-guest not running)' : ''), String(f.pending), lag(f)]),
+          ]),
+        );
+        for (const f of report.folders) if (f.problem) lines.push(`  ${f.guest}: ${f.problem}`);
       }
       return lines.join('\n');
     });

@@ -11,11 +11,12 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, renameSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Output } from '../cli/output.js';
+import type { EnvConfig } from '../envfile/index.js';
 import type { Agent, AgentStatus } from '../agent/agent.js';
 import { requestControl } from '../agent/control.js';
 import { eventLogEnd, followEvents, openEventLog, type AgentEvent } from '../agent/events.js';
@@ -29,6 +30,7 @@ import type { Progress } from '../util/progress.js';
 import { trace } from '../util/trace.js';
 import { existingSpec, type Env } from './env.js';
 import { currentPlan, type PortPlan } from './ports.js';
+import type { FolderSpec } from '../sync/manager.js';
 import { ensureEnvDir, writeJsonAtomic } from './state.js';
 
 export type { AgentStatus } from '../agent/agent.js';
@@ -58,10 +60,26 @@ interface ProxyState {
   password?: string;
 }
 
+/**
+ * The folders as the agent handles them. Events are native where the guest's inotify sees host edits
+ * by itself (bind mounts) and in synced folders (the copy is a real local write); replayed on other
+ * mounts (9p, virtiofs, remote); `events: on`/`off` force it.
+ */
+export function folderSpecs(env: Env): FolderSpec[] {
+  const native = env.provider.capabilities.nativeInotify;
+  return env.config.folders.map((f) => ({
+    host: f.host,
+    guest: f.guest,
+    mode: f.mode,
+    events: f.mode === 'sync' ? 'native' : f.events === 'off' ? 'off' : f.events === 'on' || !native ? 'replayed' : 'native',
+    ignore: f.ignore,
+  }));
+}
+
 /** The settings an agent runs with; a running agent with a different hash is restarted by ensureAgent. */
 function configHash(env: Env, plan: PortPlan): string {
   const { name, autoPorts, proxy } = env.config;
-  const settings = { name, address: env.record?.machine?.address, forwards: plan.forwards, autoPorts, proxy };
+  const settings = { name, address: env.record?.machine?.address, forwards: plan.forwards, autoPorts, proxy, folders: folderSpecs(env) };
   return createHash('sha256').update(JSON.stringify(settings)).digest('hex').slice(0, 16);
 }
 
@@ -120,7 +138,17 @@ export interface StartedAgent {
   exited: Promise<number | null>;
 }
 
-/** Spawns `env agent` for this env, detached from the terminal, its output going to agent.log. */
+/** What the agent's own entry (agent-main.ts) reads instead of the Envfile: the settings `env up` just read. */
+export const AGENT_CONFIG = 'agent-config.json';
+export interface AgentConfigFile {
+  id: string;
+  config: EnvConfig;
+}
+
+/**
+ * Spawns the env's agent (dist/agent-main.js, the lean entry; `env agent` runs the same from the
+ * CLI), detached from the terminal, its output going to agent.log.
+ */
 export function startAgent(env: Env): StartedAgent {
   const files = agentFiles(env.dir);
   try {
@@ -130,10 +158,13 @@ export function startAgent(env: Env): StartedAgent {
   }
   const eventsOffset = eventLogEnd(files.events);
   const log = openSync(files.log, 'a', 0o600);
-  const cli = join(packageRoot(), 'dist', 'cli.js');
-  // A 1 MiB young generation instead of 16: the agent's garbage is small, its buffers live outside
-  // the heap, and it saves ~6 MB of a process that runs all day.
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', cli, 'agent', '--envfile', env.config.envfile], {
+  const configFile = join(env.dir, AGENT_CONFIG);
+  writeFileSync(`${configFile}.tmp`, `${JSON.stringify({ id: env.id, config: env.config } satisfies AgentConfigFile)}\n`, { mode: 0o600 });
+  renameSync(`${configFile}.tmp`, configFile);
+  const main = join(packageRoot(), 'dist', 'agent-main.js');
+  // A 1 MiB young generation instead of 16, one V8 worker thread, and gc() for agent-main's heap
+  // check: the agent's garbage is small, its connections' bytes never enter it, and it runs all day.
+  const child = spawn(process.execPath, ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc', main, 'agent', env.dir], {
     detached: true,
     stdio: ['ignore', log, log],
     cwd: '/',
@@ -256,6 +287,7 @@ export async function runAgent(env: Env): Promise<number> {
       autoPorts: env.config.autoPorts,
       proxy: proxy.options,
       configHash: configHash(env, plan),
+      folders: folderSpecs(env),
       link: {
         connect: async (timeoutMs) => {
           // Started by `env up` alongside the guest: a login tried before the guest has its address would

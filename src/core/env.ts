@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { readEnvfile, type EnvConfig } from '../envfile/index.js';
+import type { EnvConfig } from '../envfile/index.js';
 import type { GuestSpec, GuestUser, Provider } from '../providers/provider.js';
 import { getProvider } from '../providers/registry.js';
 import { EnvboxError } from '../util/errors.js';
@@ -16,6 +16,8 @@ export interface Env {
 }
 
 export async function openEnv(envfileFlag: string | undefined): Promise<Env> {
+  // Loaded here, not at the top: the agent (agent-main.ts) uses this module without the Envfile parser.
+  const { readEnvfile } = await import('../envfile/index.js');
   const config = await readEnvfile(envfileFlag);
   const id = envId(config.name, config.envfile);
   const record = await readRecord(id);

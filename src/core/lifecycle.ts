@@ -3,7 +3,7 @@ import type { GuestState } from '../providers/provider.js';
 import { getProvider } from '../providers/registry.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
-import { stopAgent } from './agent.js';
+import { agentStatus, folderSpecs, stopAgent } from './agent.js';
 import { removeFastIndex, stopMaster, writeFastIndex } from './master.js';
 import { existingSpec, openEnv, type Env } from './env.js';
 import { updateSshConfigInclude } from './ssh-config.js';
@@ -119,13 +119,30 @@ export interface StatusReport {
   envfile: string;
   user: string;
   image: string | null;
-  folders: { host: string; guest: string; mode: string; events: string }[];
+  folders: {
+    host: string;
+    guest: string;
+    mode: string;
+    /** native (the guest's inotify sees host edits), replayed (the agent replays them), off. */
+    events: string;
+    /** What the agent is doing with it: copying, synced, watching, waiting for the guest, native, off; `agent down` without an agent. */
+    state: string;
+    /** Changes not yet acknowledged by the guest. */
+    pending: number;
+    /** Host event → guest acknowledgement of the last batch (ms), and how long the oldest pending one has waited. */
+    lagMs: number | null;
+    waitingMs: number;
+    /** helper (envbox-guest) or sftp (the slower fallback), when the agent has reached the guest. */
+    via: string | null;
+    problem?: string;
+  }[];
   ports: { host: number; guest: number; protocol: string; reverse: boolean }[];
 }
 
 export async function status(env: Env): Promise<StatusReport> {
   const state = env.record?.machine ? await env.provider.state(existingSpec(env)) : 'not created';
-  const native = env.provider.capabilities.nativeInotify;
+  const agent = state === 'running' ? await agentStatus(env) : undefined;
+  const live = agent?.folders ?? [];
   return {
     name: env.config.name,
     id: env.id,
@@ -135,12 +152,22 @@ export async function status(env: Env): Promise<StatusReport> {
     envfile: env.config.envfile,
     user: env.record?.user?.name ?? env.config.user,
     image: env.record?.image?.name ?? null,
-    folders: env.config.folders.map((f) => ({
-      host: f.host,
-      guest: f.guest,
-      mode: f.mode,
-      events: f.events === 'off' ? 'off' : native && f.mode === 'mount' ? 'native' : 'not replayed',
-    })),
+    folders: folderSpecs(env).map((f) => {
+      const now = live.find((l) => l.host === f.host && l.guest === f.guest);
+      const needsAgent = f.mode === 'sync' || f.events === 'replayed';
+      return {
+        host: f.host,
+        guest: f.guest,
+        mode: f.mode,
+        events: f.events,
+        state: now?.state ?? (!needsAgent ? (f.events === 'off' ? 'off' : 'native') : 'agent down'),
+        pending: now?.pending ?? 0,
+        lagMs: now?.lastLagMs ?? null,
+        waitingMs: now?.lagMs ?? 0,
+        via: now?.via ?? null,
+        ...(now?.lastProblem ? { problem: now.lastProblem } : {}),
+      };
+    }),
     ports: env.config.ports.map((p) => ({ host: p.host, guest: p.guest, protocol: p.protocol, reverse: p.reverse })),
   };
 }

@@ -53,6 +53,15 @@ export function planForwards(
   const forwards: ForwardSpec[] = [];
   const collisions: PortConflict[] = [];
   const corrections: Correction[] = [];
+  // Sockets by protocol and port: a search for a free port asks about thousands of ports, each in O(1).
+  const byPort = new Map<string, SocketEntry[]>();
+  for (const s of held) {
+    const key = `${s.protocol}:${s.port}`;
+    const list = byPort.get(key);
+    if (list) list.push(s);
+    else byPort.set(key, [s]);
+  }
+  const holder = (protocol: string, ip: string, port: number) => byPort.get(`${protocol}:${port}`)?.find(sameSocket(protocol, ip, port));
   // A corrected port must not be one another forward asks for, or one a corrected forward already took.
   const claimed = (index: number, protocol: string, ip: string, port: number) =>
     ports.some((q, j) => j !== index && !q.reverse && sameSocket(protocol, ip, port)({ protocol: q.protocol, ip: q.hostIp, port: q.host })) ||
@@ -64,14 +73,14 @@ export function planForwards(
       return;
     }
     const spec: ForwardSpec = { id: `static:${index}`, kind: 'static', protocol: p.protocol, hostIp: p.hostIp, hostPort: p.host, guestIp: p.guestIp, guestPort: p.guest };
-    const inTheWay = held.find(sameSocket(p.protocol, p.hostIp, p.host));
+    const inTheWay = holder(p.protocol, p.hostIp, p.host);
     if (!inTheWay) return void forwards.push(spec);
     const conflict: PortConflict = { index, protocol: p.protocol, ip: p.hostIp, port: p.host, held: inTheWay };
     if (!p.autoCorrect) {
       collisions.push(conflict);
       return void forwards.push(spec);
     }
-    const free = (port: number) => !held.some(sameSocket(p.protocol, p.hostIp, port)) && !claimed(index, p.protocol, p.hostIp, port);
+    const free = (port: number) => !holder(p.protocol, p.hostIp, port) && !claimed(index, p.protocol, p.hostIp, port);
     // The port an earlier up chose stays, so a corrected URL keeps working across ups.
     const before = previous.find((f) => f.id === spec.id && f.protocol === p.protocol && f.hostIp === p.hostIp && f.guestPort === p.guest && f.requestedHostPort === p.host);
     const to = before && free(before.hostPort) ? before.hostPort : nextFree(p.host, free);

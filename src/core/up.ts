@@ -187,6 +187,14 @@ function upSteps(): StepDef<UpContext>[] {
       },
     },
     {
+      title: 'Guest helper',
+      skip: (c) => !needsFolderAgentSync(c.env),
+      run: async (c, step) => {
+        const { installGuestHelper } = await import('./sync.js');
+        return installGuestHelper(c.env, step);
+      },
+    },
+    {
       title: 'Forwards and proxy',
       run: async (c, step) => {
         const { ensureAgent } = await import('./agent.js');
@@ -195,7 +203,34 @@ function upSteps(): StepDef<UpContext>[] {
         return `${n} forward${n === 1 ? '' : 's'}${ready.status?.proxy ? `, proxy ${ready.status.proxy.address}` : ''}`;
       },
     },
+    {
+      // Replay only: the helper must hold the folders before guest watchers start (docs/events.md).
+      title: 'File events',
+      skip: (c) => !needsFolderAgentSync(c.env) || c.env.config.folders.some((f) => f.mode === 'sync'),
+      run: async (c, step) => {
+        const { waitSynced } = await import('./sync.js');
+        const result = await waitSynced(c.env, { timeoutMs: 120_000, progress: step });
+        const replayed = result.folders.filter((f) => f.events === 'replayed');
+        return `replayed in ${replayed.length} folder${replayed.length === 1 ? '' : 's'}${replayed.some((f) => f.via === 'sftp') ? ' (via SFTP: envbox-guest not running)' : ''}`;
+      },
+    },
+    {
+      title: 'Syncing folders',
+      skip: (c) => !c.env.config.folders.some((f) => f.mode === 'sync'),
+      run: async (c, step) => {
+        const { waitSynced } = await import('./sync.js');
+        const result = await waitSynced(c.env, { timeoutMs: 30 * 60_000, progress: step });
+        const synced = result.folders.filter((f) => f.mode === 'sync');
+        const via = synced.some((f) => f.via === 'sftp') ? ' (via SFTP: envbox-guest not running)' : '';
+        return `${synced.length} folder${synced.length === 1 ? '' : 's'} in sync, ${(result.waitedMs / 1000).toFixed(1)}s${via}`;
+      },
+    },
   ];
+}
+
+function needsFolderAgentSync(env: Env): boolean {
+  const native = env.provider.capabilities.nativeInotify;
+  return env.config.folders.some((f) => f.mode === 'sync' || f.events === 'on' || (f.events === 'auto' && !native));
 }
 
 /** What "ready" means for a guest, in order; each says what to look at when it never passes. */

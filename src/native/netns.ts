@@ -5,13 +5,18 @@
  * ~350 MiB/s. Node can't enter a namespace itself, hence the helper; when it is missing or
  * can't run, startNetnsDialer answers with a reason and the agent stays on SSH.
  *
+ * Better still, the agent hands an accepted host connection over to the relay (its descriptor
+ * travels over Node's IPC channel): the relay connects, answers a SOCKS5 client itself, and
+ * splices, so the connection's bytes never pass through the agent.
+ *
  *   const { dialer, reason } = await startNetnsDialer({ pid, runDir, onExit });
  *   const stream = await dialer.dial({ host: '127.0.0.1', port: 5432 }, signal);
+ *   dialer.handoff(socket, { kind: 'forward', host: '127.0.0.1', port: 5432 }, onEnd);
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { mkdirSync, rmSync } from 'node:fs';
-import { connect, type NetConnectOpts, type Socket } from 'node:net';
+import { connect, isIP, type NetConnectOpts, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { DialError, RELAY_BUFFER_BYTES } from '../agent/socks/dial.js';
@@ -24,6 +29,7 @@ import {
   encodeDatagram,
   encodeRequest,
   parseReply,
+  relayHost,
   type RelayProto,
 } from './nsrelay-protocol.js';
 
@@ -41,11 +47,32 @@ export interface NetnsDatagramChannel {
   close(): void;
 }
 
+/**
+ * What the relay does with a host connection handed over to it: a port forward connects to
+ * host:port in the guest; a SOCKS client has its whole SOCKS5 conversation with the relay, which
+ * asks `resolve` for names other than the guest's own (localhost, the env's name).
+ */
+export type HandoffRequest =
+  | { kind: 'forward'; host: string; port: number }
+  | { kind: 'socks'; envName: string; auth?: { username: string; password: string }; resolve(name: string): Promise<string[]> };
+
+/** Bytes a handed-over connection moved: `in` from the host client, `out` to it. */
+export interface HandoffEnd {
+  in: number;
+  out: number;
+}
+
 export interface NetnsDialer {
   /** A byte stream to host:port inside the guest's network namespace (IP literal or 'localhost'). */
   dial(target: NetnsTarget, signal?: AbortSignal): Promise<Duplex>;
   /** A datagram channel to host:port inside the guest (for UDP forwards). */
   udp(target: NetnsTarget): Promise<NetnsDatagramChannel>;
+  /**
+   * Gives an accepted host connection to the relay, which connects inside the guest and moves its
+   * bytes itself; `onEnd` is called once the connection is over. False when the relay can't take
+   * it (no channel to the relay, or a target it can't dial): the caller serves the socket.
+   */
+  handoff?(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean;
   /** Stops the relay; its open connections end with it. onExit is not called for this. */
   close(): Promise<void>;
   /** The relay process, for status output. */
@@ -64,6 +91,8 @@ export interface StartNetnsDialerOptions {
   helper?: string;
   /** Connect timeout inside the guest when dial() gets no signal. Default 10 s (the relay's). */
   connectTimeoutMs?: number;
+  /** How long a client may take to send its request line (or, handed over, its SOCKS handshake). Default 10 s (the relay's). */
+  headerTimeoutMs?: number;
   /** How long the relay may take to say it is ready. Default 5 s. */
   startTimeoutMs?: number;
 }
@@ -94,9 +123,11 @@ export async function startNetnsDialer(opts: StartNetnsDialerOptions): Promise<{
 
   const args = ['--pid', String(opts.pid), '--socket', socketPath, '--userns', `/proc/${opts.pid}/ns/user`];
   if (opts.connectTimeoutMs !== undefined) args.push('--connect-timeout-ms', String(Math.max(1, Math.ceil(opts.connectTimeoutMs))));
+  if (opts.headerTimeoutMs !== undefined) args.push('--header-timeout-ms', String(Math.max(1, Math.ceil(opts.headerTimeoutMs))));
   let child: ChildProcess;
   try {
-    child = spawn(helper, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // The fourth descriptor is Node's IPC channel: it carries accepted connections to the relay.
+    child = spawn(helper, args, { stdio: ['pipe', 'pipe', 'pipe', 'ipc'] });
   } catch (err) {
     return { reason: `cannot run ${helper}: ${(err as Error).message}` };
   }
@@ -145,10 +176,26 @@ export async function startNetnsDialer(opts: StartNetnsDialerOptions): Promise<{
   return { dialer: new RelayDialer(child, socketPath, why, opts.onExit) };
 }
 
+interface Handed {
+  onEnd(end: HandoffEnd): void;
+  resolve?(name: string): Promise<string[]>;
+}
+
+/** A message from the relay over the IPC channel (native/nsrelay.c, "connections handed over"). */
+interface RelayEvent {
+  ev?: string;
+  id?: number;
+  host?: string;
+  in?: number;
+  out?: number;
+}
+
 class RelayDialer implements NetnsDialer {
   private exitReason: string | undefined;
   private closing = false;
   private readonly exited: Promise<void>;
+  private readonly handed = new Map<number, Handed>();
+  private nextId = 0;
 
   constructor(
     private readonly child: ChildProcess,
@@ -156,9 +203,15 @@ class RelayDialer implements NetnsDialer {
     why: (code: number | null, signal: NodeJS.Signals | null) => string,
     onExit: ((reason: string) => void) | undefined,
   ) {
+    // A send to a relay that just exited errors here as well as in its callback.
+    child.on('error', () => {});
+    child.on('message', (message: RelayEvent) => this.onMessage(message));
     this.exited = new Promise((resolve) => {
       child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
         this.exitReason = why(code, signal);
+        // Its connections died with it.
+        for (const entry of this.handed.values()) entry.onEnd({ in: 0, out: 0 });
+        this.handed.clear();
         // A relay killed with SIGKILL could not remove its socket.
         rmSync(socketPath, { force: true });
         resolve();
@@ -178,6 +231,51 @@ class RelayDialer implements NetnsDialer {
 
   async udp(target: NetnsTarget): Promise<NetnsDatagramChannel> {
     return new DatagramChannel(await this.open('UDP', target));
+  }
+
+  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean {
+    const handle = (socket as unknown as { _handle?: object | null })._handle;
+    if (!handle || !this.child.connected || this.exitReason !== undefined || this.closing) return false;
+    const id = ++this.nextId;
+    let line: string;
+    if (request.kind === 'forward') {
+      const host = relayHost(request.host);
+      if (host === undefined || /[%\s"\\]/.test(host)) return false;
+      line = `FWD ${id} ${host} ${request.port}`;
+    } else {
+      const hex = (text: string | undefined) => (text === undefined ? '-' : Buffer.from(text).toString('hex'));
+      line = `SOCKS ${id} ${hex(request.envName.toLowerCase())} ${hex(request.auth?.username)} ${hex(request.auth?.password)}`;
+    }
+    this.handed.set(id, { onEnd, resolve: request.kind === 'socks' ? request.resolve : undefined });
+    // Node sends the descriptor with the line (SCM_RIGHTS); ours is closed once it is on its way.
+    // The handle type is not in @types/node's signature for send().
+    const sent = this.child.send({ r: line }, handle as unknown as Socket, {}, (err: Error | null) => {
+      socket.destroy();
+      if (err) this.ended(id, { in: 0, out: 0 });
+    });
+    return sent || this.child.connected;
+  }
+
+  private onMessage(message: RelayEvent): void {
+    if (typeof message !== 'object' || message === null || typeof message.id !== 'number') return;
+    const id = message.id;
+    if (message.ev === 'end') this.ended(id, { in: Number(message.in) || 0, out: Number(message.out) || 0 });
+    else if (message.ev === 'resolve' && typeof message.host === 'string') {
+      const entry = this.handed.get(id);
+      const answer = (addresses: string[]) => {
+        const usable = addresses.filter((a) => isIP(a) !== 0 && !/[\s"\\]/.test(a));
+        if (this.child.connected) this.child.send({ r: `RESOLVED ${id} ${usable.length ? usable.join(' ') : '-'}` }, undefined, {}, () => {});
+      };
+      if (!entry?.resolve) return answer([]);
+      entry.resolve(message.host).then(answer, () => answer([]));
+    }
+  }
+
+  private ended(id: number, end: HandoffEnd): void {
+    const entry = this.handed.get(id);
+    if (!entry) return;
+    this.handed.delete(id);
+    entry.onEnd(end);
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,8 @@ import { RELAY_BUFFER_BYTES } from '../socks/dial.js';
 import type { ForwardCounters } from './spec.js';
 
 export type GuestDial = (host: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
+/** Gives an accepted socket to someone who serves it entirely (the netns relay); false when it can't. */
+export type Handoff = (socket: net.Socket, onEnd: (bytes: { in: number; out: number }) => void) => boolean;
 
 // A guest that accepts nothing within this is treated as refusing.
 const DIAL_TIMEOUT_MS = 10_000;
@@ -21,6 +23,7 @@ const DIAL_TIMEOUT_MS = 10_000;
 export class Counters {
   private readonly open = new Set<net.Socket>();
   private closed = { total: 0, bytesIn: 0, bytesOut: 0 };
+  private handed = 0;
 
   constructor(private readonly reverse = false) {}
 
@@ -35,6 +38,20 @@ export class Counters {
     });
   }
 
+  /** A connection served elsewhere (handed to the relay): counted open until the callback. */
+  handedOff(): (bytes: { in: number; out: number }) => void {
+    this.handed++;
+    this.closed.total++;
+    let done = false;
+    return (bytes) => {
+      if (done) return;
+      done = true;
+      this.handed--;
+      this.closed.bytesIn += this.reverse ? bytes.out : bytes.in;
+      this.closed.bytesOut += this.reverse ? bytes.in : bytes.out;
+    };
+  }
+
   snapshot(): ForwardCounters {
     let bytesIn = this.closed.bytesIn;
     let bytesOut = this.closed.bytesOut;
@@ -43,11 +60,16 @@ export class Counters {
       bytesIn += i;
       bytesOut += o;
     }
-    return { connections: this.open.size, total: this.closed.total, bytesIn, bytesOut };
+    return { connections: this.open.size + this.handed, total: this.closed.total, bytesIn, bytesOut };
   }
 
   private bytes(s: net.Socket): [number, number] {
     return this.reverse ? [s.bytesWritten, s.bytesRead] : [s.bytesRead, s.bytesWritten];
+  }
+
+  /** Takes back the count of a hand-off that did not happen. */
+  uncount(): void {
+    this.closed.total--;
   }
 
   destroyAll(): void {
@@ -74,6 +96,7 @@ export class TcpForward {
   constructor(
     private readonly target: { guestIp: string; guestPort: number },
     private readonly dial: GuestDial,
+    private readonly handoff?: Handoff,
   ) {
     // Half-open so a client's FIN reaches the guest while the answer is still streaming back;
     // paused so nothing the client sends is lost before the guest side exists.
@@ -108,6 +131,12 @@ export class TcpForward {
   }
 
   private accept(socket: net.Socket): void {
+    if (this.handoff) {
+      const ended = this.counters.handedOff();
+      if (this.handoff(socket, ended)) return;
+      ended({ in: 0, out: 0 });
+      this.counters.uncount();
+    }
     this.counters.track(socket);
     socket.setNoDelay(true);
     socket.on('error', () => {});

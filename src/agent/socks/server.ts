@@ -35,6 +35,11 @@ export interface SocksServerOptions {
   connectTimeoutMs?: number;
   /** Connections beyond this are closed on accept. Default 512. */
   maxConnections?: number;
+  /**
+   * Gives an accepted client, handshake and all, to someone who serves it entirely (the netns
+   * relay speaks SOCKS5 itself); `onEnd` marks it over. False when it can't: the client is served here.
+   */
+  handoff?: (socket: net.Socket, onEnd: () => void) => boolean;
   /** One call per listen, refusal, handshake rejection, connection and close; must not throw. */
   onEvent?: (event: SocksEvent) => void;
 }
@@ -61,19 +66,32 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
   const sockets = new Set<net.Socket>();
   let total = 0;
   let refused = 0;
+  let handed = 0;
 
   // Half-open so a client's FIN reaches the guest while the reply is still streaming back.
-  const server = net.createServer({ allowHalfOpen: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
-    if (sockets.size >= maxConnections) {
+  // Paused, so a client handed to the relay has none of its bytes read here.
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
+    if (sockets.size + handed >= maxConnections) {
       refused++;
       emit({ type: 'refused', peer: peerOf(socket), reason: 'too many connections' });
       socket.destroy();
       return;
     }
     total++;
+    if (options.handoff) {
+      handed++;
+      let ended = false;
+      const onEnd = () => {
+        if (!ended) handed--;
+        ended = true;
+      };
+      if (options.handoff(socket, onEnd)) return;
+      onEnd();
+    }
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     serve(socket);
+    socket.resume();
   });
   server.on('error', (err) => emit({ type: 'error', message: err.message }));
 
@@ -223,7 +241,7 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
         server.close(() => resolve());
         for (const socket of sockets) socket.destroy();
       }),
-    stats: () => ({ active: sockets.size, total, refused }),
+    stats: () => ({ active: sockets.size + handed, total, refused }),
   };
 }
 

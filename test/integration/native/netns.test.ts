@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -16,7 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DialError, replyFor } from '../../../src/agent/socks/dial.js';
 import { Reply } from '../../../src/agent/socks/protocol.js';
 import { nativeHelperPath } from '../../../src/native/locate.js';
-import { startNetnsDialer, type NetnsDialer } from '../../../src/native/netns.js';
+import { startNetnsDialer, type HandoffEnd, type HandoffRequest, type NetnsDialer } from '../../../src/native/netns.js';
+import { SocksClient } from 'socks';
 
 const RELAY = nativeHelperPath('nsrelay');
 const usable = RELAY !== undefined && process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0;
@@ -96,6 +97,13 @@ async function send(stream: Duplex, data: Buffer, chunk = 1 << 20): Promise<Buff
   return received;
 }
 
+/** A SOCKS5 CONNECT request for host (IP literal or name) and port. */
+function connectRequest(host: string, target: number): Buffer {
+  const portBytes = [target >> 8, target & 0xff];
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(host)) return Buffer.from([5, 1, 0, 1, ...host.split('.').map(Number), ...portBytes]);
+  return Buffer.from([5, 1, 0, 3, host.length, ...Buffer.from(host, 'latin1'), ...portBytes]);
+}
+
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 /** Alive and not a zombie (PID 1 here may be slow to reap). */
@@ -109,8 +117,8 @@ function alive(pid: number): boolean {
 
 const threads = (pid: number): number => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
-// The relay's main thread plus the acceptor threads it keeps parked between connections (IDLE_MAX).
-const PARKED_THREADS_MAX = 1 + 4;
+// The relay's main thread, its IPC reader and the acceptor threads it keeps parked between connections (IDLE_MAX).
+const PARKED_THREADS_MAX = 1 + 1 + 4;
 
 async function until(check: () => boolean, ms = 5_000): Promise<void> {
   for (const deadline = Date.now() + ms; !check(); ) {
@@ -128,7 +136,10 @@ async function dialError(promise: Promise<unknown>): Promise<DialError> {
   return err as DialError;
 }
 
-async function newDialer(name: string, extra: { pid?: number; connectTimeoutMs?: number; onExit?: (reason: string) => void } = {}): Promise<NetnsDialer> {
+async function newDialer(
+  name: string,
+  extra: { pid?: number; connectTimeoutMs?: number; headerTimeoutMs?: number; onExit?: (reason: string) => void } = {},
+): Promise<NetnsDialer> {
   const { dialer, reason } = await startNetnsDialer({ pid: guestPid, runDir: join(tmp, name), ...extra });
   expect(reason).toBeUndefined();
   dialers.push(dialer!);
@@ -306,6 +317,205 @@ describe.skipIf(!usable)('relay into a network namespace (root, ip netns)', () =
       const gone = spawnSync(RELAY!, ['--pid', '2147483646', '--socket', join(tmp, 'none.sock')], { input: '', encoding: 'utf8' });
       expect(gone.status).toBe(1);
       expect(gone.stderr).toMatch(/^nsrelay: process 2147483646: No such process/);
+    });
+  });
+
+  describe('connections handed over to the relay', () => {
+    let dialer: NetnsDialer;
+    let idleFds = 0;
+    const servers: Server[] = [];
+    const ends: HandoffEnd[] = [];
+    const resolved: string[] = [];
+    const auth = { username: 'dev', password: 'p"w\\ d' };
+    const settled = (): Promise<void> => until(() => fds(dialer.relayPid!) === idleFds && threads(dialer.relayPid!) <= PARKED_THREADS_MAX);
+
+    /** A host listener that hands every connection to the relay, as the agent's forwards and proxy do. */
+    async function handing(request: () => HandoffRequest): Promise<number> {
+      const server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+        if (!dialer.handoff!(socket, request(), (end) => ends.push(end))) socket.destroy();
+      });
+      servers.push(server);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      return (server.address() as { port: number }).port;
+    }
+
+    const names: Record<string, string[]> = { 'db.internal': ['10.66.0.9', '127.0.0.1'], 'down.internal': ['10.66.0.9'] };
+    const socksRequest = (withAuth = false): HandoffRequest => ({
+      kind: 'socks',
+      envName: 'WebApp',
+      auth: withAuth ? auth : undefined,
+      resolve: async (name) => {
+        resolved.push(name);
+        const found = names[name];
+        if (!found) throw new DialError('dns', `${name} is not known`);
+        return found;
+      },
+    });
+
+    async function viaSocks(proxy: number, host: string, target: number, credentials?: { userId: string; password: string }): Promise<Socket> {
+      const { socket } = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: proxy, type: 5, ...credentials },
+        command: 'connect',
+        destination: { host, port: target },
+        timeout: 5_000,
+      });
+      return socket;
+    }
+
+    /** Raw bytes to the proxy; resolves with everything it answered once it closed. */
+    async function rawSocks(proxy: number, bytes: Buffer, opts: { end?: boolean } = {}): Promise<Buffer> {
+      const socket = connect(proxy, '127.0.0.1');
+      socket.on('error', () => {});
+      const chunks: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      socket.write(bytes);
+      if (opts.end) socket.end();
+      // A reset (an 'error') is one way to be closed; events.once would reject on it.
+      await new Promise((resolve) => socket.once('close', resolve));
+      return Buffer.concat(chunks);
+    }
+
+    beforeAll(async () => {
+      dialer = await newDialer('handoff', { headerTimeoutMs: 500, connectTimeoutMs: 1_000 });
+      idleFds = fds(dialer.relayPid!);
+    });
+
+    afterAll(() => {
+      for (const server of servers) server.close();
+    });
+
+    it('forwards a connection inside the namespace and reports its bytes', async () => {
+      ends.length = 0;
+      const forward = await handing(() => ({ kind: 'forward', host: '127.0.0.1', port }));
+      const data = randomBytes(4 << 20);
+      const back = await send(connect(forward, '127.0.0.1'), data);
+      expect(back.subarray(0, 3).toString()).toBe('ns\n');
+      expect(sha(back.subarray(3))).toBe(sha(data));
+      await until(() => ends.length === 1);
+      expect(ends[0]).toEqual({ in: data.length, out: data.length + 3 });
+
+      const sink = await handing(() => ({ kind: 'forward', host: '::1', port: SINK_PORT }));
+      const small = randomBytes(1000);
+      const answer = `${small.length} ${sha(small)}\n`;
+      expect((await send(connect(sink, '127.0.0.1'), small)).toString()).toBe(answer);
+      await until(() => ends.length === 2);
+      expect(ends[1]).toEqual({ in: small.length, out: answer.length });
+      await settled();
+    });
+
+    it('resets a forwarded client when nothing listens in the guest', async () => {
+      ends.length = 0;
+      const nowhere = await handing(() => ({ kind: 'forward', host: '127.0.0.1', port: 1 }));
+      const socket = connect(nowhere, '127.0.0.1');
+      const [err] = (await once(socket, 'error')) as [NodeJS.ErrnoException];
+      expect(err.code).toBe('ECONNRESET');
+      await until(() => ends.length === 1);
+      expect(ends.pop()).toEqual({ in: 0, out: 0 });
+    });
+
+    it('refuses a target the relay cannot dial, so the caller serves it', () => {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      expect(dialer.handoff!(socket, { kind: 'forward', host: 'db.internal', port: 80 }, () => {})).toBe(false);
+      socket.destroy();
+    });
+
+    it('speaks SOCKS5: addresses, the guest names, names resolved by the agent, in order', async () => {
+      const proxy = await handing(() => socksRequest());
+      for (const host of ['127.0.0.1', '::1', 'localhost', 'app.localhost', 'webapp', 'api.WebApp.', 'db.internal']) {
+        const socket = await viaSocks(proxy, host, port);
+        expect((await send(socket, Buffer.from('hi'))).toString()).toBe('ns\nhi');
+      }
+      // Only the name that is not the guest's own was asked for; its unreachable first address was skipped.
+      expect(resolved).toEqual(['db.internal']);
+      await settled();
+    });
+
+    it('answers with the reply code of each failure', async () => {
+      const proxy = await handing(() => socksRequest());
+      const reply = async (host: string, target: number) => (await rawSocks(proxy, Buffer.concat([Buffer.from([5, 1, 0]), connectRequest(host, target)])))[3];
+      expect(await reply('127.0.0.1', 1)).toBe(Reply.connectionRefused);
+      expect(await reply('down.internal', 80)).toBe(Reply.hostUnreachable);
+      expect(await reply('unknown.internal', 80)).toBe(Reply.hostUnreachable);
+      expect(await reply('10.255.255.1', 80)).toBe(Reply.networkUnreachable);
+      expect(await reply(BLACKHOLE, 80)).toBe(Reply.ttlExpired);
+      expect(await reply('bad name!', 80)).toBe(Reply.hostUnreachable);
+      // BIND and UDP ASSOCIATE are not supported; an unknown address type neither.
+      expect(await rawSocks(proxy, Buffer.from([5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80]))).toEqual(Buffer.from([5, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0]));
+      expect((await rawSocks(proxy, Buffer.from([5, 1, 0, 5, 3, 0, 1, 127, 0, 0, 1, 0, 80])))[3]).toBe(7);
+      expect((await rawSocks(proxy, Buffer.from([5, 1, 0, 5, 1, 0, 9])))[3]).toBe(8);
+      await settled();
+    });
+
+    it('checks RFC 1929 credentials', async () => {
+      const proxy = await handing(() => socksRequest(true));
+      const socket = await viaSocks(proxy, 'localhost', port, { userId: auth.username, password: auth.password });
+      expect((await send(socket, Buffer.from('ok'))).toString()).toBe('ns\nok');
+      await expect(viaSocks(proxy, 'localhost', port, { userId: auth.username, password: 'wrong' })).rejects.toThrow(/authentication failed/i);
+      // A client offering only no-auth is told no method is acceptable.
+      expect(await rawSocks(proxy, Buffer.from([5, 1, 0]))).toEqual(Buffer.from([5, 0xff]));
+      await settled();
+    });
+
+    it('closes hostile clients one by one while a well-behaved one keeps working', async () => {
+      const proxy = await handing(() => socksRequest());
+      const methods = Array.from({ length: 255 }, (_, i) => i);
+      const hostile = [
+        rawSocks(proxy, Buffer.from([4, 1, 0, 80, 127, 0, 0, 1, 0])), // SOCKS4
+        rawSocks(proxy, Buffer.from([5, 0])), // no methods
+        rawSocks(proxy, Buffer.from('GET / HTTP/1.1\r\n\r\n')),
+        rawSocks(proxy, Buffer.from([5, 2, 0]), { end: true }), // truncated greeting
+        rawSocks(proxy, Buffer.from([5, 1, 0, 5, 1, 0, 3, 9, 0x61]), { end: true }), // truncated request
+        rawSocks(proxy, Buffer.from([5, 1])), // stalls: cut off after the handshake timeout
+        rawSocks(proxy, Buffer.concat([Buffer.from([5, 255, ...methods]), Buffer.alloc(64 << 10, 'A')])), // oversized
+      ];
+      const good = await viaSocks(proxy, '127.0.0.1', port);
+      expect((await send(good, Buffer.from('still here'))).toString()).toBe('ns\nstill here');
+      const answers = await Promise.all(hostile);
+      // Nothing for any of them but the greeting answer the truncated request had earned.
+      expect(answers.slice(0, 6)).toEqual([...Array.from({ length: 4 }, () => Buffer.alloc(0)), Buffer.from([5, 0]), Buffer.alloc(0)]);
+      expect(answers[6]).toEqual(Buffer.from([5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0]));
+      await settled();
+    });
+
+    it('serves a client that sends its handshake one byte at a time', async () => {
+      const proxy = await handing(() => socksRequest());
+      const socket = connect(proxy, '127.0.0.1');
+      const received = collect(socket);
+      for (const byte of Buffer.concat([Buffer.from([5, 1, 0]), connectRequest('localhost', port), Buffer.from('slow')])) {
+        socket.write(Buffer.from([byte]));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      socket.end();
+      const answer = await received;
+      expect(answer.subarray(0, 2)).toEqual(Buffer.from([5, 0]));
+      expect(answer.subarray(2, 4)).toEqual(Buffer.from([5, 0]));
+      expect(answer.subarray(-7).toString()).toBe('ns\nslow');
+      await settled();
+    });
+
+    it('ends every handed-over connection when the relay goes', { timeout: 15_000 }, async () => {
+      const own = await newDialer('handoff-closing');
+      const server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+        own.handoff!(socket, { kind: 'forward', host: '127.0.0.1', port }, (end) => ownEnds.push(end));
+      });
+      const ownEnds: HandoffEnd[] = [];
+      servers.push(server);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const client = connect((server.address() as { port: number }).port, '127.0.0.1');
+      client.on('error', () => {});
+      const closed = once(client, 'close');
+      const [greeting] = (await once(client, 'data')) as [Buffer];
+      expect(greeting.toString()).toBe('ns\n');
+      await own.close();
+      await closed;
+      await until(() => ownEnds.length === 1);
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      expect(own.handoff!(socket, { kind: 'forward', host: '127.0.0.1', port }, () => {})).toBe(false);
+      socket.destroy();
     });
   });
 

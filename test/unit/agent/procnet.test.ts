@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bindOverlaps, listening, parseProcNet } from '../../../src/agent/procnet.js';
+import { bindOverlaps, linesInState, listening, parseProcNet } from '../../../src/agent/procnet.js';
 
 // Real lines from a Linux x86-64 host (trailing columns as the kernel prints them).
 const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -76,5 +76,27 @@ describe('bindOverlaps', () => {
     ['localhost', '127.0.0.1', true],
   ])('held %s, wanted %s → %s', (held, want, expected) => {
     expect(bindOverlaps(held, want)).toBe(expected);
+  });
+});
+
+describe('linesInState', () => {
+  const table = [
+    '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+    '   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1234 1 0000000000000000 100 0 0 10 0',
+    '   1: 0100007F:1F41 0100007F:8F2A 06 00000000:00000000 03:00000FA0 00000000     0        0 0 3 0000000000000000',
+    '  12: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1 0000000000000000 100 0 0 10 0',
+    '  13: 0100007F:0A0A 0100007F:0A0A 01 00000000:00000000 00:00000000 00000000     0        0 98 1',
+    '',
+  ].join('\n');
+
+  it('keeps only the LISTEN lines (state 0A), whatever the addresses look like', () => {
+    const lines = linesInState(Buffer.from(table));
+    expect(lines.map((l) => l.trim().split(/\s+/)[0])).toEqual(['0:', '12:']);
+    expect(parseProcNet(lines.join('\n'), 'tcp', 'LE').map((e) => e.port)).toEqual([8000, 22]);
+  });
+
+  it('takes another state, and a table without a final newline', () => {
+    expect(linesInState(Buffer.from(table.trimEnd()), 0x06).map((l) => l.trim().split(/\s+/)[0])).toEqual(['1:']);
+    expect(linesInState(Buffer.alloc(0))).toEqual([]);
   });
 });

@@ -1,0 +1,80 @@
+/**
+ * Reading the host side of a folder without ever leaving it: scans use lstat and never descend
+ * into symlinks, files are opened with O_NOFOLLOW after checking that their parent folder really
+ * is inside the folder (a parent swapped for a symlink between the event and the read is refused).
+ */
+import { constants, type Stats } from 'node:fs';
+import { lstat, open, readdir, readlink, realpath } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { EntryStat, EntryType } from './coalesce.js';
+import type { FileSource } from './ops.js';
+
+export function entryStat(st: Stats): EntryStat | undefined {
+  const type: EntryType | undefined = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : undefined;
+  if (!type) return undefined; // sockets, fifos, devices are not synced
+  return { type, ino: st.ino, size: type === 'dir' ? 0 : st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777 };
+}
+
+/** Every entry under `root` (folder-relative), skipping ignored paths and never following symlinks. */
+export async function scanHost(root: string, ignored: (rel: string, isDir: boolean) => boolean): Promise<Map<string, EntryStat>> {
+  const found = new Map<string, EntryStat>();
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    await Promise.all(
+      names.map(async (name) => {
+        const rel = prefix ? `${prefix}/${name}` : name;
+        const st = await lstat(join(dir, name)).catch(() => undefined);
+        const entry = st && entryStat(st);
+        if (!entry || ignored(rel, entry.type === 'dir')) return;
+        found.set(rel, entry);
+        if (entry.type === 'dir') await walk(join(dir, name), rel);
+      }),
+    );
+  };
+  await walk(root, '');
+  return found;
+}
+
+export class HostFolder {
+  private real: string | undefined;
+
+  constructor(readonly root: string) {}
+
+  private async inside(rel: string): Promise<string> {
+    this.real ??= await realpath(this.root);
+    const path = join(this.root, rel);
+    const parent = await realpath(dirname(path));
+    if (parent !== this.real && !parent.startsWith(`${this.real}/`)) {
+      throw new Error(`${path} is reached through a symlink that leads out of the folder; envbox does not follow it`);
+    }
+    return path;
+  }
+
+  /** Opens a regular file for copying; undefined when it is gone or no longer a regular file. */
+  async openFile(rel: string): Promise<(FileSource & { close(): Promise<void> }) | undefined> {
+    const path = await this.inside(rel);
+    let handle;
+    try {
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    const st = await handle.stat();
+    if (!st.isFile()) {
+      await handle.close();
+      return undefined;
+    }
+    return { fd: handle.fd, size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, close: () => handle.close() };
+  }
+
+  async readLink(rel: string): Promise<string | undefined> {
+    return readlink(await this.inside(rel)).catch(() => undefined);
+  }
+
+  async stat(rel: string): Promise<EntryStat | undefined> {
+    const st = await lstat(await this.inside(rel)).catch(() => undefined);
+    return st && entryStat(st);
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The initial copy of a `mode: sync` folder, as a pure diff: what the host has (scanned without
+ * following symlinks, ignored paths left out) against what the guest's LIST says it has.
+ *
+ *   guest-only path (not ignored)               removed (only the topmost of a removed tree)
+ *   type differs                                removed, then created again
+ *   host dir missing in the guest               mkdir (parents first); mode differs → chmod
+ *   host file missing, other size, or a guest copy older than the host's mtime   written
+ *   same size and the guest copy at least as new                               skipped (chmod if the mode differs)
+ *   symlinks                                    always sent (LIST does not carry targets; they are tiny)
+ *
+ * "At least as new" rather than "same mtime": a copy written by the helper gets the guest's clock,
+ * later than the host file's mtime; a host edit afterwards makes the host newer again.
+ */
+import type { EntryStat } from './coalesce.js';
+import type { ListEntry } from './ops.js';
+import { badRelPath } from './paths.js';
+
+export interface SyncPlan {
+  remove: string[];
+  mkdir: { path: string; mode: number }[];
+  write: string[];
+  symlink: string[];
+  chmod: { path: string; mode: number }[];
+  /** Guest entries with a path that can't be inside the folder (never acted on). */
+  rejected: string[];
+}
+
+const TYPE = { file: 'f', dir: 'd', symlink: 'l' } as const;
+
+export function planInitialSync(host: ReadonlyMap<string, EntryStat>, guest: readonly ListEntry[], ignored: (rel: string, isDir: boolean) => boolean): SyncPlan {
+  const plan: SyncPlan = { remove: [], mkdir: [], write: [], symlink: [], chmod: [], rejected: [] };
+  const inGuest = new Map<string, ListEntry>();
+  for (const entry of guest) {
+    if (badRelPath(entry.path)) plan.rejected.push(entry.path);
+    else inGuest.set(entry.path, entry);
+  }
+  const removed: string[] = [];
+  for (const [rel, entry] of [...inGuest].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const h = host.get(rel);
+    if (h && TYPE[h.type] === entry.type) continue;
+    if (!h && ignored(rel, entry.type === 'd')) continue;
+    if (removed.some((r) => rel.startsWith(`${r}/`))) continue;
+    removed.push(rel);
+  }
+  plan.remove = removed;
+  const gone = (rel: string) => removed.some((r) => rel === r || rel.startsWith(`${r}/`));
+  const entries = [...host].sort(([a], [b]) => a.split('/').length - b.split('/').length || (a < b ? -1 : 1));
+  for (const [rel, st] of entries) {
+    const g = gone(rel) ? undefined : inGuest.get(rel);
+    const mode = st.mode & 0o7777;
+    if (st.type === 'dir') {
+      if (!g) plan.mkdir.push({ path: rel, mode });
+      else if ((g.mode & 0o7777) !== mode) plan.chmod.push({ path: rel, mode });
+    } else if (st.type === 'symlink') {
+      plan.symlink.push(rel);
+    } else if (!g || g.size !== st.size || g.mtimeMs < Math.floor(st.mtimeMs)) {
+      plan.write.push(rel);
+    } else if ((g.mode & 0o7777) !== mode) {
+      plan.chmod.push({ path: rel, mode });
+    }
+  }
+  return plan;
+}
