@@ -1,5 +1,6 @@
 import { basename, resolve } from 'node:path';
 import { parseSize } from '../util/size.js';
+import { foldersAreRemote } from './remote.js';
 import type { EnvfileInput } from './schema.js';
 
 export type Provider = 'container' | 'vm' | 'incus' | 'lxd';
@@ -100,7 +101,7 @@ export function applyDefaults(input: EnvfileInput, envfile: string): EnvConfig {
       host: resolve(projectDir, f.host),
       guest: f.guest.length > 1 ? f.guest.replace(/\/+$/, '') : f.guest,
       events: f.events ?? 'auto',
-      mode: f.mode ?? 'mount',
+      mode: f.mode ?? (foldersAreRemote(input.provider ?? 'container', input.remote) ? 'sync' : 'mount'),
       ignore: f.ignore ?? [],
     })),
     ports: (input.ports ?? []).map((p) => {

@@ -119,7 +119,7 @@ export const envfileSchema = z
           host: hostPath.meta({ description: 'Host folder, relative to the Envfile.' }),
           guest: guestPath,
           events: z.enum(['auto', 'on', 'off']).optional(),
-          mode: z.enum(['mount', 'sync']).optional(),
+          mode: z.enum(['mount', 'sync']).optional().meta({ description: 'mount: the live host folder (default); sync: a copy in the guest kept up to date (the default on a remote daemon).' }),
           ignore: z.array(line('the ignore pattern')).optional(),
         }),
       )

@@ -13,17 +13,9 @@ import { findRemote, remoteApi } from './remotes.js';
  */
 export type DaemonRef = { socket: string } | { remote: string };
 
-export type RemoteSetting = { kind: 'local' } | { kind: 'socket'; path: string } | { kind: 'remote'; name: string };
+import { parseRemoteSetting } from '../../envfile/remote.js';
 
-export function parseRemoteSetting(value: string | undefined): RemoteSetting {
-  if (value === undefined || value === '' || value === 'local') return { kind: 'local' };
-  if (value.startsWith('/')) return { kind: 'socket', path: value };
-  if (value.startsWith('unix:')) return { kind: 'socket', path: value.replace(/^unix:(\/\/)?/, '') };
-  return { kind: 'remote', name: value };
-}
-
-/** A remote daemon's guests can't see this host's folders; a local socket's can. */
-export const isLocalSetting = (value: string | undefined) => parseRemoteSetting(value).kind !== 'remote';
+export { isLocalSetting, parseRemoteSetting, type RemoteSetting } from '../../envfile/remote.js';
 
 /** The local daemon's socket: $INCUS_SOCKET / $INCUS_DIR (LXD_*), else the first usual path that exists. */
 export function defaultSocket(flavor: Flavor, env: NodeJS.ProcessEnv = process.env, exists = existsSync): string {

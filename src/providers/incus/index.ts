@@ -56,7 +56,7 @@ async function create(flavor: Flavor, remote: string | undefined, spec: GuestSpe
   const ref = await daemonRef(flavor, remote);
   if ('remote' in ref && spec.folders.length > 0) {
     throw new UsageError('REMOTE_FOLDERS', `a remote daemon can't mount this host's folders (${spec.folders.map((f) => f.host).join(', ')})`, {
-      hint: 'set folders: [] in the Envfile for a remote env (syncing folders to remote envs is not available yet)',
+      hint: 'drop mode: mount from those folders: on a remote daemon they default to mode: sync, a copy in the guest that envbox keeps up to date',
     });
   }
   return withDaemon(flavor, ref, async (daemon) => {

@@ -178,11 +178,32 @@ describe.skipIf(!runnable)('provider: incus on a real Incus daemon', () => {
       expect((await stat(join(scratch, 'config', 'envbox', 'client.key'))).mode & 0o777).toBe(0o600);
     });
 
-    it('refuses mount folders on a remote before creating anything', async () => {
-      const q = await project('remotefolders', 'remote: loop\n');
+    it('refuses a folder that asks for mode: mount on a remote before creating anything', async () => {
+      const q = await project('remotefolders', 'remote: loop\nfolders: [{ host: ., guest: /home/dev/project, mode: mount }]\n');
       const r = await q.env(['up']);
       expect(r.code).toBe(2);
       expect(r.stderr).toContain("a remote daemon can't mount this host's folders");
+      expect(r.stderr).toContain('on a remote daemon they default to mode: sync');
+      expect(await ourInstances()).toEqual([]);
+    });
+
+    it('syncs the project folder to a remote env (mode: sync by default), owned by the guest user', async () => {
+      const q = await project('remotesync', 'remote: loop\n');
+      try {
+        ok(await q.env(['up']));
+        const status = JSON.parse(ok(await q.env(['status', '--json'])));
+        expect(status.env.folders).toMatchObject([{ guest: '/home/dev/project', mode: 'sync' }]);
+        expect(ok(await q.env(['exec', '--', 'stat', '-c', '%U:%G %n', '/home/dev/project/hello.txt']))).toBe('dev:dev /home/dev/project/hello.txt\n');
+        expect(ok(await q.env(['exec', '--', 'cat', '/home/dev/project/hello.txt']))).toBe('hello from the host\n');
+        await writeFile(join(q.dir, 'later.txt'), 'written after up\n');
+        await run('chown', ['1000:1000', join(q.dir, 'later.txt')]);
+        await rm(join(q.dir, 'hello.txt'));
+        ok(await q.env(['sync', '--wait']));
+        expect(ok(await q.env(['exec', '--', 'cat', '/home/dev/project/later.txt']))).toBe('written after up\n');
+        expect((await q.env(['exec', '--', 'test', '-e', '/home/dev/project/hello.txt'])).code).toBe(1);
+      } finally {
+        ok(await q.env(['destroy', '--force']));
+      }
       expect(await ourInstances()).toEqual([]);
     });
 

@@ -243,6 +243,18 @@ describe('Envfile defaults', () => {
     expect(empty.config!.folders).toEqual([]);
   });
 
+  it.each([
+    ['provider: incus\nremote: loop\n', 'sync'],
+    ['provider: lxd\nremote: https://10.0.0.1:8443\n', 'sync'],
+    ['provider: incus\n', 'mount'],
+    ['provider: incus\nremote: /var/lib/incus/unix.socket\n', 'mount'],
+    ['provider: incus\nremote: loop\nfolders: [{ host: ., guest: /srv/app, mode: mount }]\n', 'mount'],
+    ['provider: vm\n', 'mount'],
+  ])('folders default to mode sync only on a remote daemon: %j', async (text, mode) => {
+    const { config } = await check(text);
+    expect(config!.folders.map((f) => f.mode)).toEqual([mode]);
+  });
+
   it('normalises ports, sizes and provisioning', async () => {
     const { config } = await check(
       'memory: 512M\nports: [8000, { guest: 5432, host: 5433, protocol: udp }]\nprovision:\n  - shell: echo hi\n  - file: { from: a.txt, to: /tmp/a }\n    run: always\n',
