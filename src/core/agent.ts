@@ -204,7 +204,7 @@ async function waitReady(env: Env, started: StartedAgent, opts: { progress?: Pro
       }
       opts.progress?.update(event.message);
     },
-    { signal: stop.signal, pollMs: 50 },
+    { signal: stop.signal, pollMs: 20 },
   ).finally(() => clearTimeout(timer));
   trace(`agent said ${outcome?.type ?? 'nothing'}`);
   if (outcome?.type === 'ready') {

@@ -118,6 +118,24 @@ export function sshdUnitDropIn(): string {
 export const NOLOGIN_TMPFILES_PATH = '/etc/tmpfiles.d/systemd-nologin.conf';
 export const NOLOGIN_TMPFILES = '# envbox: no /run/nologin while the guest boots; the env user may log in as soon as sshd runs\n';
 
+/**
+ * systemd generators that have nothing to find in a container (encrypted, verity and integrity block
+ * devices, GPT auto-mounts, hibernation, offline updates, kernel command-line switches: the command line
+ * is the host's), masked in /etc/systemd/system-generators. systemd runs every generator before it starts
+ * the first unit, and on a busy host these execs alone hold the guest's boot up by a good part of a second.
+ * fstab, getty, sysv and rc-local stay: guests use them.
+ */
+export const CONTAINER_IDLE_GENERATORS = [
+  'systemd-cryptsetup-generator',
+  'systemd-veritysetup-generator',
+  'systemd-integritysetup-generator',
+  'systemd-gpt-auto-generator',
+  'systemd-hibernate-resume-generator',
+  'systemd-system-update-generator',
+  'systemd-debug-generator',
+  'systemd-run-generator',
+];
+
 /** systemd-networkd, if the image runs it, keeps the address LXC gave eth0 instead of asking DHCP. */
 export function networkdUnit(address: string, gateway: string): string {
   return [
