@@ -95,6 +95,9 @@ export function sshdDropIn(): string {
 /** A drop-in that starts sshd as soon as systemd can, rather than after all of early boot (sysinit.target). */
 export const SSHD_UNIT_DROPIN_PATH = '/etc/systemd/system/ssh.service.d/00-envbox.conf';
 
+/** `$$` is systemd's escape for a literal `$`. */
+const SHUTDOWN_ENDS_SESSIONS = `'[ "$$(systemctl is-system-running)" != stopping ] || exec pkill -TERM -x sshd'`;
+
 export function sshdUnitDropIn(): string {
   return [
     '# envbox: sshd needs nothing from early boot (its /run/sshd is its RuntimeDirectory), so it starts',
@@ -106,6 +109,9 @@ export function sshdUnitDropIn(): string {
     '',
     '[Service]',
     'ExecStartPre=',
+    '# At shutdown the sessions go with sshd: a connection kept open (env ssh shares one) must not start',
+    '# commands in a guest that is going down, where they would die moments later. A plain restart keeps them.',
+    `ExecStopPost=-/bin/sh -c ${SHUTDOWN_ENDS_SESSIONS}`,
     '',
   ].join('\n');
 }
