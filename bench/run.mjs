@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { printFigure } from './lib.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const all = ['cli', 'lxc', 'agent', 'vm', 'incus', 'events'];
+const all = ['cli', 'lxc', 'agent', 'vm', 'incus', 'events', 'guest'];
 const wanted = process.argv.slice(2).length ? process.argv.slice(2) : all;
 
 const results = { date: new Date().toISOString(), host: { cpus: (await import('node:os')).cpus().length }, suites: {} };

@@ -1,7 +1,7 @@
 /*
  * envbox-guest: the small static helper envbox runs inside a VM guest, over an SSH exec channel.
  *
- *   envbox-guest serve [--watch] ROOT...   frames on stdin/stdout (see docs/guest-protocol.md)
+ *   envbox-guest serve [--watch] ROOT...   frames on stdin/stdout (src/guest/protocol.ts is the host side)
  *   envbox-guest --version                 prints "envbox-guest 1"
  *
  * It replays host file events on shared folders (EVENTS) so guest inotify watchers react, and applies
@@ -579,7 +579,6 @@ static int replay_one(int root, unsigned kind, const char *path, const char *to)
     rc = ghost(dirfd, name);
     break;
   case EV_RENAME: {
-    /* Move it back to where it was and forward again: the last pair is a real from → to move. */
     const char *to_name;
     int to_fd = open_parent(root, to, &to_name, 0);
     if (to_fd < 0) { rc = to_fd; break; }
@@ -587,11 +586,20 @@ static int replay_one(int root, unsigned kind, const char *path, const char *to)
     struct stat from_st;
     if (fstatat(to_fd, to_name, &st, AT_SYMLINK_NOFOLLOW) < 0) rc = -errno;
     else if (fstatat(dirfd, name, &from_st, AT_SYMLINK_NOFOLLOW) == 0) rc = -EEXIST; /* the host made `from` again */
-    if (rc == 0 && S_ISDIR(st.st_mode)) pin_tree(root, to); /* a folder: one dentry for it, moved both ways */
-    if (rc == 0 && renameat(to_fd, to_name, dirfd, name) < 0) rc = -errno;
-    if (rc == 0 && renameat(dirfd, name, to_fd, to_name) < 0) {
-      rc = -errno;
-      fprintf(stderr, "envbox-guest: could not move %s back to %s: %s\n", path, to, strerror(-rc));
+    if (rc == 0 && S_ISDIR(st.st_mode)) {
+      /* A folder: watchers still watch the inode the guest knew as `from`, which 9p will never use again.
+       * A move back and forth would hand them that dead watch under the new name; instead `from` goes away
+       * (short-lived entry) and `to` arrives as a folder they don't know, which they watch afresh. */
+      pin_tree(root, to);
+      rc = ghost(dirfd, name);
+      if (rc == 0) rc = move_away_and_back(to_fd, to_name);
+    } else if (rc == 0) {
+      /* A file: move it back to where it was and forward again; the last pair is a real from → to move. */
+      if (renameat(to_fd, to_name, dirfd, name) < 0) rc = -errno;
+      else if (renameat(dirfd, name, to_fd, to_name) < 0) {
+        rc = -errno;
+        fprintf(stderr, "envbox-guest: could not move %s back to %s: %s\n", path, to, strerror(-rc));
+      }
     }
     close(to_fd);
     break;
@@ -698,7 +706,7 @@ static void op_write(struct frame *f) {
   int root = get_root_path(f, "WRITE", path, 0);
   uint32_t mode = get_u32(f);
   unsigned more = get_u8(f);
-  int err = 0, fd = -1, dirfd = -1;
+  int err = 0, fd = -1, dirfd = -1, created = 0;
   const char *name = NULL;
   if (root >= 0 && f->bad) { reply_err(id, EINVAL, "WRITE: truncated frame"); root = -1; }
   if (root < 0) err = -1; /* already replied; still swallow the APPENDs below */
@@ -714,6 +722,7 @@ static void op_write(struct frame *f) {
     }
     if (fd < 0) err = errno;
     else {
+      created = 1;
       write_dirfd = dirfd;
       memcpy(write_tmp, tmp, sizeof tmp);
     }
@@ -740,7 +749,7 @@ static void op_write(struct frame *f) {
   if (!err && renameat(dirfd, tmp, dirfd, name) < 0) err = errno;
   if (!err) pin_parents(root, path, 0);
   if (err) {
-    if (dirfd >= 0 && name) unlinkat(dirfd, tmp, 0);
+    if (created) unlinkat(dirfd, tmp, 0);
     reply_errno(id, err, "WRITE", path);
   } else reply_ok_empty(id);
 out:
@@ -789,6 +798,7 @@ static void op_symlink(struct frame *f) {
     else err = errno;
     if (err) unlinkat(dirfd, tmp, 0);
   }
+  if (!err) pin_parents(root, path, 0);
   close(dirfd);
   if (err) reply_errno(f->id, err, "SYMLINK", path);
   else reply_ok_empty(f->id);

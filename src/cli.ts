@@ -10,11 +10,8 @@ const args = process.argv.slice(2);
 const end = args.includes('--') ? args.indexOf('--') : args.length;
 for (let i = 0; i < end; i++) if (args[i] === '-h') args[i] = '--help';
 
-// `env up` and the agent have lean paths that skip loading oclif (src/cli/lean.ts); they hand anything
-// unusual back.
-const lean = args[0] === 'up' || args[0] === 'agent' ? await import('./cli/lean.js') : undefined;
-const handled = lean && (args[0] === 'up' ? await lean.runLeanUp(args.slice(1)) : await lean.runLeanAgent(args.slice(1)));
-if (!handled) {
+// `env up` has a lean path that skips loading oclif (src/cli/lean.ts); it hands anything unusual back.
+if (!(args[0] === 'up' && (await (await import('./cli/lean.js')).runLeanUp(args.slice(1))))) {
   const { execute } = await import('@oclif/core');
   trace('@oclif/core loaded');
   await execute({ args, dir: import.meta.url });

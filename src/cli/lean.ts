@@ -1,5 +1,5 @@
 /**
- * `env up` and `env agent` without oclif. Loading oclif and its command table costs a fifth of a second or more, a good
+ * `env up` without oclif. Loading oclif and its command table costs a fifth of a second or more, a good
  * part of what `env up` of a halted env may take, so the common forms of `up` are parsed here and run
  * the same core code as src/commands/up.ts. Anything else (--help, a flag this does not know, a typo)
  * returns undefined and goes to oclif, which owns help and usage errors.
@@ -58,23 +58,3 @@ export async function runLeanUp(args: readonly string[]): Promise<boolean> {
   return true;
 }
 
-/**
- * `env agent --envfile PATH`, exactly as `env up` spawns it (core/agent.ts startAgent): the agent starts
- * while the guest boots, and every part of a second it saves is a part of a second `env up` waits less.
- */
-export async function runLeanAgent(args: readonly string[]): Promise<boolean> {
-  if (args.length !== 2 || args[0] !== '--envfile' || !args[1]) return false;
-  const { Output } = await import('./output.js');
-  let code = 1;
-  try {
-    const { openCreatedEnv } = await import('../core/env.js');
-    const { runAgent } = await import('../core/agent.js');
-    code = await runAgent(await openCreatedEnv(args[1]));
-  } catch (err) {
-    const { reportError } = await import('./report-error.js');
-    reportError(err, new Output(), { debug: Boolean(process.env.ENVBOX_DEBUG) });
-    code = typeof process.exitCode === 'number' ? process.exitCode : 1;
-  }
-  // As src/commands/agent.ts: everything is closed and written by now, so leave at once.
-  process.exit(code);
-}

@@ -164,7 +164,11 @@ export function startAgent(env: Env): StartedAgent {
   const main = join(packageRoot(), 'dist', 'agent-main.js');
   // A 1 MiB young generation instead of 16, one V8 worker thread, and gc() for agent-main's heap
   // check: the agent's garbage is small, its connections' bytes never enter it, and it runs all day.
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc', main, 'agent', env.dir], {
+  // Where the netns relay carries every connection (local containers), the agent's JavaScript is
+  // control only: without the optimizing compiler its bursts of compiles (~5 MB each) never happen.
+  const controlOnly = env.provider.capabilities.netns ? ['--no-opt'] : [];
+  const flags = ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc', ...controlOnly];
+  const child = spawn(process.execPath, [...flags, main, 'agent', env.dir], {
     detached: true,
     stdio: ['ignore', log, log],
     cwd: '/',
@@ -200,7 +204,7 @@ async function waitReady(env: Env, started: StartedAgent, opts: { progress?: Pro
       }
       opts.progress?.update(event.message);
     },
-    { signal: stop.signal, pollMs: 50 },
+    { signal: stop.signal, pollMs: 20 },
   ).finally(() => clearTimeout(timer));
   trace(`agent said ${outcome?.type ?? 'nothing'}`);
   if (outcome?.type === 'ready') {

@@ -60,7 +60,7 @@ export async function resume(env: Env): Promise<void> {
     throw new EnvboxError('ENV_NOT_SUSPENDED', `env "${env.config.name}" is ${state}, not suspended`, { hint: 'env up starts a halted env' });
   }
   await env.provider.unfreeze(existingSpec(env), machine);
-  await writeFastIndex(env);
+  await writeFastIndex(env).catch(() => undefined); // only a shortcut: env ssh works without it
 }
 
 /** Removes the guest and everything envbox made for it: container, CoW layer, state, reservations, ssh_config entry. */

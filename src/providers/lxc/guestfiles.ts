@@ -95,6 +95,9 @@ export function sshdDropIn(): string {
 /** A drop-in that starts sshd as soon as systemd can, rather than after all of early boot (sysinit.target). */
 export const SSHD_UNIT_DROPIN_PATH = '/etc/systemd/system/ssh.service.d/00-envbox.conf';
 
+/** `$$` is systemd's escape for a literal `$`. */
+const SHUTDOWN_ENDS_SESSIONS = `'[ "$$(systemctl is-system-running)" != stopping ] || exec pkill -TERM -x sshd'`;
+
 export function sshdUnitDropIn(): string {
   return [
     '# envbox: sshd needs nothing from early boot (its /run/sshd is its RuntimeDirectory), so it starts',
@@ -106,6 +109,9 @@ export function sshdUnitDropIn(): string {
     '',
     '[Service]',
     'ExecStartPre=',
+    '# At shutdown the sessions go with sshd: a connection kept open (env ssh shares one) must not start',
+    '# commands in a guest that is going down, where they would die moments later. A plain restart keeps them.',
+    `ExecStopPost=-/bin/sh -c ${SHUTDOWN_ENDS_SESSIONS}`,
     '',
   ].join('\n');
 }
@@ -117,6 +123,24 @@ export function sshdUnitDropIn(): string {
  */
 export const NOLOGIN_TMPFILES_PATH = '/etc/tmpfiles.d/systemd-nologin.conf';
 export const NOLOGIN_TMPFILES = '# envbox: no /run/nologin while the guest boots; the env user may log in as soon as sshd runs\n';
+
+/**
+ * systemd generators that have nothing to find in a container (encrypted, verity and integrity block
+ * devices, GPT auto-mounts, hibernation, offline updates, kernel command-line switches: the command line
+ * is the host's), masked in /etc/systemd/system-generators. systemd runs every generator before it starts
+ * the first unit, and on a busy host these execs alone hold the guest's boot up by a good part of a second.
+ * fstab, getty, sysv and rc-local stay: guests use them.
+ */
+export const CONTAINER_IDLE_GENERATORS = [
+  'systemd-cryptsetup-generator',
+  'systemd-veritysetup-generator',
+  'systemd-integritysetup-generator',
+  'systemd-gpt-auto-generator',
+  'systemd-hibernate-resume-generator',
+  'systemd-system-update-generator',
+  'systemd-debug-generator',
+  'systemd-run-generator',
+];
 
 /** systemd-networkd, if the image runs it, keeps the address LXC gave eth0 instead of asking DHCP. */
 export function networkdUnit(address: string, gateway: string): string {

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, relative } from 'node:path';
 import { EnvboxError } from '../../util/errors.js';
 import { runOk } from '../../util/exec.js';
 import type { GuestSpec } from '../provider.js';
 import {
+  CONTAINER_IDLE_GENERATORS,
   groupWithUser,
   gshadowWithUser,
   hostsFile,
@@ -99,6 +100,15 @@ async function writeGuest(fs: GuestFs, guestPath: string, content: string, owner
   await replaceFile(await hostPath(fs, guestPath, false), content, fs.onDisk(owner.uid), fs.onDisk(owner.gid), owner.mode);
 }
 
+/** A root-owned symlink at the guest path (whatever was there is replaced), e.g. a mask to /dev/null. */
+async function symlinkGuest(fs: GuestFs, guestPath: string, target: string): Promise<void> {
+  await mkdirGuest(fs, posix.dirname(guestPath), ROOT(0o755));
+  const path = await hostPath(fs, guestPath, false);
+  await rm(path, { force: true });
+  await symlink(target, path);
+  await lchown(path, fs.onDisk(0), fs.onDisk(0));
+}
+
 /** Rewrites an image file through `edit`, keeping its owner and mode (e.g. /etc/shadow root:shadow 0640). */
 async function editGuest(fs: GuestFs, guestPath: string, edit: (text: string) => string, fallback: Owner): Promise<string> {
   const path = await hostPath(fs, guestPath);
@@ -176,6 +186,9 @@ export async function prepareGuest(
   await writeGuest(fs, '/etc/ssh/ssh_host_ed25519_key', ensureNewline(hostKey.privateKey), ROOT(0o600));
   await writeGuest(fs, '/etc/ssh/ssh_host_ed25519_key.pub', ensureNewline(hostKey.publicKey), ROOT(0o644));
   await writeGuest(fs, SSHD_DROPIN_PATH, sshdDropIn(), ROOT(0o644));
+  for (const name of CONTAINER_IDLE_GENERATORS) {
+    if (await exists(fs, `/lib/systemd/system-generators/${name}`)) await symlinkGuest(fs, `/etc/systemd/system-generators/${name}`, '/dev/null');
+  }
   if (await exists(fs, '/lib/systemd/system/ssh.service')) {
     await writeGuest(fs, SSHD_UNIT_DROPIN_PATH, sshdUnitDropIn(), ROOT(0o644));
     await writeGuest(fs, NOLOGIN_TMPFILES_PATH, NOLOGIN_TMPFILES, ROOT(0o644));

@@ -166,7 +166,11 @@ describe('host file events replayed in a QEMU guest', () => {
     scratch = await mkdtemp(join(tmpdir(), 'envbox-it-events-'));
     project = join(scratch, 'project');
     await mkdir(join(project, 'w'), { recursive: true });
-    await writeFile(join(project, 'Envfile'), [`name: ${NAME}`, 'provider: vm', 'cpus: 2', 'memory: 1GiB', 'network: { outbound: false }', ''].join('\n'));
+    // events: off: this test replays by hand; the agent replaying the same changes would double every event
+    await writeFile(
+      join(project, 'Envfile'),
+      [`name: ${NAME}`, 'provider: vm', 'cpus: 2', 'memory: 1GiB', 'network: { outbound: false }', 'folders:', '  - { host: ., guest: /home/dev/project, events: off }', ''].join('\n'),
+    );
     await copyFile(HELPER, join(project, 'envbox-guest'));
     // The image has no Node: the host's (glibc, like the guest's) and envbox's own chokidar, outside w/.
     await mkdir(join(project, 'tools/node_modules'), { recursive: true });
@@ -195,6 +199,7 @@ describe('host file events replayed in a QEMU guest', () => {
 
   afterAll(async () => {
     guest?.close();
+    if (!scratch) return;
     for (const c of children) if (c.exitCode === null) c.kill();
     const status = await env(['status', '--json']).catch(() => undefined);
     const id = status?.code === 0 ? (JSON.parse(status.stdout) as { env: { id: string } }).env.id : undefined;
@@ -220,11 +225,12 @@ describe('host file events replayed in a QEMU guest', () => {
   it('MODIFY: a host write is invisible to guest inotify; the replay is one IN_MODIFY', async () => {
     await writeFile(host('f.txt'), 'one');
     await replay([{ kind: EventKind.CREATE, path: 'f.txt' }]);
+    await chokidar.saw(['add f.txt']); // chokidar has statted it: the next change is one it can tell
     await writeFile(host('f.txt'), 'two');
     expect((await replay([])).lines).toEqual([]);
     expect(await replay([{ kind: EventKind.MODIFY, path: 'f.txt' }])).toEqual({ failed: 0, lines: ['MODIFY f.txt'] });
     expect(readFileSync(host('f.txt'), 'utf8')).toBe('two');
-    await chokidar.saw(['add f.txt', 'change f.txt']);
+    await chokidar.saw(['change f.txt']);
   });
 
   it('CREATE: the new file is moved away and back', async () => {
@@ -241,11 +247,12 @@ describe('host file events replayed in a QEMU guest', () => {
     await writeFile(host('d/e/x'), 'x');
     const { failed, lines } = await replay([{ kind: EventKind.MKDIR, path: 'd' }]);
     expect(failed).toBe(0);
-    // inotifywait had no watch on d yet (the guest never saw it made), so no MOVE_SELF lines
-    expect(lines).toEqual(['MOVED_FROM,ISDIR d', 'MOVED_TO,ISDIR TMP', 'MOVED_FROM,ISDIR TMP', 'MOVED_TO,ISDIR d']);
+    // MOVE_SELF lines depend on whether inotifywait had watched the folder under TMP yet: left out
+    expect(lines.filter((l) => !l.startsWith('MOVE_SELF'))).toEqual(['MOVED_FROM,ISDIR d', 'MOVED_TO,ISDIR TMP', 'MOVED_FROM,ISDIR TMP', 'MOVED_TO,ISDIR d']);
+    await chokidar.saw(['addDir d', 'addDir d/e', 'add d/e/x']);
     await writeFile(host('d/e/x'), 'changed');
     expect((await replay([{ kind: EventKind.MODIFY, path: 'd/e/x' }])).lines).toEqual(['MODIFY d/e/x']);
-    await chokidar.saw(['addDir d', 'addDir d/e', 'add d/e/x', 'change d/e/x']);
+    await chokidar.saw(['change d/e/x']);
   });
 
   it('DELETE: a short-lived file of that name gives IN_CREATE then IN_DELETE', async () => {
@@ -270,6 +277,10 @@ describe('host file events replayed in a QEMU guest', () => {
     await replay([{ kind: EventKind.CREATE, path: 'a.txt' }]);
     await mkdir(host('sub'));
     await replay([{ kind: EventKind.MKDIR, path: 'sub' }]);
+    // chokidar sets up its watch on a new folder asynchronously: make sure it hears inside sub first
+    await writeFile(host('sub/probe'), '');
+    await replay([{ kind: EventKind.CREATE, path: 'sub/probe' }]);
+    await chokidar.saw(['addDir sub', 'add sub/probe']);
     await rename(host('a.txt'), host('sub/b.txt'));
     expect(await replay([{ kind: EventKind.RENAME, path: 'a.txt', to: 'sub/b.txt' }])).toEqual({
       failed: 0,
@@ -280,6 +291,28 @@ describe('host file events replayed in a QEMU guest', () => {
     await chokidar.saw(['unlink a.txt', 'add sub/b.txt']);
   });
 
+  it('RENAME of a folder: watchers end up watching it under its new name', async () => {
+    await mkdir(host('old'));
+    await replay([{ kind: EventKind.MKDIR, path: 'old' }]);
+    await rename(host('old'), host('renamed'));
+    const { failed, lines } = await replay([{ kind: EventKind.RENAME, path: 'old', to: 'renamed' }]);
+    expect(failed).toBe(0);
+    // MOVE_SELF lines depend on whether inotifywait had watched the folder under TMP yet: left out
+    expect(lines.filter((l) => !l.startsWith('MOVE_SELF'))).toEqual([
+      'CREATE old',
+      'OPEN old',
+      'CLOSE_WRITE,CLOSE old',
+      'DELETE old',
+      'MOVED_FROM,ISDIR renamed',
+      'MOVED_TO,ISDIR TMP',
+      'MOVED_FROM,ISDIR TMP',
+      'MOVED_TO,ISDIR renamed',
+    ]);
+    await writeFile(host('renamed/inside.txt'), 'i');
+    expect((await replay([{ kind: EventKind.CREATE, path: 'renamed/inside.txt' }])).lines).toContain('MOVED_TO renamed/inside.txt');
+    await chokidar.saw(['unlinkDir old', 'addDir renamed', 'add renamed/inside.txt']);
+  });
+
   it('RESCAN: a folder moved away and back; the root gets a short-lived entry', async () => {
     await writeFile(host('sub/many1'), '');
     const { failed, lines } = await replay([
@@ -287,27 +320,28 @@ describe('host file events replayed in a QEMU guest', () => {
       { kind: EventKind.RESCAN, path: '' },
     ]);
     expect(failed).toBe(0);
-    expect(lines).toEqual([
+    // MOVE_SELF lines depend on which inode inotifywait is watching sub by: left out
+    expect(lines.filter((l) => !l.startsWith('MOVE_SELF'))).toEqual([
       'MOVED_FROM,ISDIR sub',
       'MOVED_TO,ISDIR TMP',
-      'MOVE_SELF TMP/',
       'MOVED_FROM,ISDIR TMP',
       'MOVED_TO,ISDIR sub',
-      'MOVE_SELF sub/',
       'CREATE TMP',
+      'OPEN TMP',
+      'CLOSE_WRITE,CLOSE TMP',
       'DELETE TMP',
     ]);
   });
 
-  it('a batch of 500 host-created files is replayed in one request; every path gets its event', async () => {
+  it('a batch of 200 host-created files is replayed in one request; every path gets its event', async () => {
     await mkdir(host('burst'));
     await replay([{ kind: EventKind.MKDIR, path: 'burst' }]);
-    const names = Array.from({ length: 500 }, (_, i) => `burst/f${i}`);
+    const names = Array.from({ length: 200 }, (_, i) => `burst/f${i}`);
     for (const n of names) await writeFile(host(n), '');
     const { failed, lines } = await replay(names.map((path) => ({ kind: EventKind.CREATE, path })));
     expect(failed).toBe(0);
     const arrived = new Set(lines.filter((l) => l.startsWith('MOVED_TO burst/f')).map((l) => l.slice('MOVED_TO '.length)));
-    expect(arrived.size).toBe(500);
+    expect(arrived.size).toBe(200);
     await chokidar.saw(names.map((n) => `add ${n}`));
   });
 
@@ -330,7 +364,7 @@ describe('host file events replayed in a QEMU guest', () => {
       await guest.mkdir(1, marker, 0o755);
       await synced.until(new RegExp(`CREATE,ISDIR ${marker.replace('.', '\\.')}$`));
       await guest.remove(1, marker);
-      const lines = synced.lines.slice(0, synced.lines.indexOf(`CREATE,ISDIR ${marker}`)).filter((l) => !READING_FOLDER.test(l));
+      const lines = synced.lines.slice(0, synced.lines.indexOf(`CREATE,ISDIR ${marker}`)).filter((l) => !READING_FOLDER.test(l) && !l.includes('.fence'));
       console.log(lines);
       return lines;
     };
@@ -343,8 +377,8 @@ describe('host file events replayed in a QEMU guest', () => {
       'CREATE src/TMP',
       'OPEN src/TMP',
       'MODIFY src/TMP',
-      'CLOSE_WRITE,CLOSE src/TMP',
       'ATTRIB src/TMP',
+      'CLOSE_WRITE,CLOSE src/TMP',
       'MOVED_FROM src/TMP',
       'MOVED_TO src/app.js',
     ]);

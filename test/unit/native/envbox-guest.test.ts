@@ -224,6 +224,45 @@ describe('envbox-guest', () => {
   });
 });
 
+describe('envbox-guest holds every folder beneath its roots (for uncached 9p, docs/events.md)', () => {
+  const held = (pid: number) =>
+    new Set(
+      readdirSync(`/proc/${pid}/fd`)
+        .map((fd) => {
+          try {
+            return readlinkSync(`/proc/${pid}/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        })
+        .filter((p) => p.startsWith(`${root}/`))
+        .map((p) => p.slice(root.length + 1)),
+    );
+
+  it('from the start, as folders come and go, and through renames', async () => {
+    mkdirSync(join(root, 'a/b'), { recursive: true });
+    writeFileSync(join(root, 'a/file'), '');
+    const { guest, child } = serve([root]);
+    await guest.ping();
+    expect([...held(child.pid!)].sort()).toEqual(['a', 'a/b']);
+    await guest.mkdir(0, 'c/d', 0o755);
+    await guest.write(0, 'w/x/file', 0o644, Buffer.from(''));
+    expect([...held(child.pid!)].sort()).toEqual(['a', 'a/b', 'c', 'c/d', 'w', 'w/x']);
+    await guest.rename(0, 'c', 'moved/c');
+    expect([...held(child.pid!)].sort()).toEqual(['a', 'a/b', 'moved', 'moved/c', 'moved/c/d', 'w', 'w/x']);
+    await guest.remove(0, 'a');
+    expect([...held(child.pid!)].sort()).toEqual(['moved', 'moved/c', 'moved/c/d', 'w', 'w/x']);
+    // mount mode: a folder the host made is held once replayed, one the host removed is let go
+    mkdirSync(join(root, 'host/made'), { recursive: true });
+    rmSync(join(root, 'w'), { recursive: true });
+    await guest.events(0, [
+      { kind: EventKind.MKDIR, path: 'host' },
+      { kind: EventKind.DELETE, path: 'w' },
+    ]);
+    expect([...held(child.pid!)].sort()).toEqual(['host', 'host/made', 'moved', 'moved/c', 'moved/c/d']);
+  });
+});
+
 describe('envbox-guest keeps every path beneath its root', () => {
   const bad = ['../x', 'a/../../x', '/etc/passwd', 'a//b', './a', 'a/.', 'a/', ''];
   it.each(bad)('refuses the path %j in every operation with EINVAL', async (p) => {
@@ -529,6 +568,28 @@ describe('envbox-guest EVENTS replay, seen by inotifywait -m -r', () => {
     expect(failed).toBe(0);
     expect(lines).toEqual(['MOVED_FROM d/to', 'MOVED_TO from', 'MOVED_FROM from', 'MOVED_TO d/to']);
     expect(readFileSync(join(root, 'd/to'), 'utf8')).toBe('t');
+    expect(existsSync(join(root, 'from'))).toBe(false);
+  });
+
+  it('RENAME of a folder: `from` goes away as a short-lived entry, `to` is moved away and back', async () => {
+    mkdirSync(join(root, 'to/inner'), { recursive: true });
+    const { guest } = serve([root]);
+    w = await watch(root);
+    const { failed, lines } = await replay(guest, [{ kind: EventKind.RENAME, path: 'from', to: 'to' }]);
+    expect(failed).toBe(0);
+    expect(tmpNames(lines)).toEqual([
+      'CREATE from',
+      'OPEN from',
+      'CLOSE_WRITE,CLOSE from',
+      'DELETE from',
+      'MOVED_FROM,ISDIR to',
+      'MOVED_TO,ISDIR TMP',
+      'MOVE_SELF TMP/',
+      'MOVED_FROM,ISDIR TMP',
+      'MOVED_TO,ISDIR to',
+      'MOVE_SELF to/',
+    ]);
+    expect(existsSync(join(root, 'to/inner'))).toBe(true);
     expect(existsSync(join(root, 'from'))).toBe(false);
   });
 

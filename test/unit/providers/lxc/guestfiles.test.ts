@@ -94,6 +94,8 @@ describe('sshd starts early in boot', () => {
     expect(lines).toContain('Conflicts=shutdown.target');
     expect(lines).toContain('Before=shutdown.target');
     expect(lines.indexOf('[Service]')).toBeLessThan(lines.indexOf('ExecStartPre='));
+    // Only a system that is stopping loses its sessions with sshd ($$ is systemd's literal $).
+    expect(lines).toContain(`ExecStopPost=-/bin/sh -c '[ "$$(systemctl is-system-running)" != stopping ] || exec pkill -TERM -x sshd'`);
   });
 
   it('overrides the /run/nologin rule with one that holds no entry', () => {

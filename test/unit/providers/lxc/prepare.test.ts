@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -67,6 +67,19 @@ describe('prepareGuest', () => {
     await prepareGuest(fs, spec, net, hostKey);
     expect(await readFile(join(dir, 'etc/systemd/system/ssh.service.d/00-envbox.conf'), 'utf8')).toContain('DefaultDependencies=no');
     expect(await readFile(join(dir, 'etc/tmpfiles.d/systemd-nologin.conf'), 'utf8')).toMatch(/^#/);
+  });
+
+  it('masks the systemd generators that find nothing in a container, and only those the image has', async () => {
+    await file('usr/lib/systemd/system-generators/systemd-cryptsetup-generator', '', 0o755);
+    await file('usr/lib/systemd/system-generators/systemd-sysv-generator', '', 0o755);
+    await symlink('usr/lib', join(dir, 'lib'));
+    await prepareGuest(fs, spec, net, hostKey);
+    const masks = join(dir, 'etc/systemd/system-generators');
+    expect(await readdir(masks)).toEqual(['systemd-cryptsetup-generator']);
+    expect(await readlink(join(masks, 'systemd-cryptsetup-generator'))).toBe('/dev/null');
+    // Again (env up on an existing rootfs): the mask is replaced, not an error.
+    await prepareGuest(fs, spec, net, hostKey);
+    expect(await readlink(join(masks, 'systemd-cryptsetup-generator'))).toBe('/dev/null');
   });
 
   it('writes names, network, user, sudo and sshd files', async () => {
