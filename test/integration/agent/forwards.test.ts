@@ -231,9 +231,21 @@ describe('the SOCKS5 proxy', () => {
 describe('resilience', () => {
   it('restores every forward and the proxy after the guest reboots, without the user doing anything', async () => {
     const pid = await agentPid();
+    // When the guest's init started: `sudo reboot` returns before the guest has gone down, and a command
+    // run in that moment would land in the old boot and die with it.
+    const initStarted = async () => {
+      const r = await p.env(['ssh', '--', 'cut', '-d', ' ', '-f', '22', '/proc/1/stat']);
+      return r.code === 0 ? r.stdout.trim() : undefined;
+    };
+    const before = await initStarted();
+    expect(before).toMatch(/^\d+$/);
     await p.env(['ssh', '--', 'sudo', 'reboot']);
     // The guest's own services died with it; once it is back they are started again, as a user would.
-    await eventually(async () => expect((await p.env(['ssh', '--', 'true'])).code).toBe(0), 90_000);
+    await eventually(async () => {
+      const now = await initStarted();
+      expect(now).toMatch(/^\d+$/);
+      expect(now).not.toBe(before);
+    }, 90_000);
     await guestHttp(p, '127.0.0.1', 8000, BODY);
     await eventually(async () => expect(await httpGet(ports.tcp)).toBe(BODY), 30_000);
     await eventually(async () => expect((await forwards()).every((f) => f.state === 'active')).toBe(true), 30_000);
