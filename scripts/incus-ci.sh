@@ -176,6 +176,8 @@ down() {
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
   fi
   if [ -f "$MARK" ] && ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
+  # The daemon leaves its (by now empty) nft table behind when it stops.
+  if [ -f "$MARK" ] && nft list table inet incus >/dev/null 2>&1; then nft delete table inet incus || true; fi
   rm -f "$PIDFILE" "$MARK"
   say "stopped incusd (pid $pid)"
 }
