@@ -35,6 +35,8 @@
 #define MAX_ROOTS 64
 #define MAX_PATH_LEN 4095
 #define ECHO_NS (2LL * 1000 * 1000 * 1000)
+/* Past ECHO_NS, a path the guest changed is still its own while it looks as the guest left it. */
+#define OWN_NS (60LL * 1000 * 1000 * 1000)
 #define TMP_PREFIX ".envbox-tmp-"
 
 enum {
@@ -411,7 +413,7 @@ static int is_dir_at(int dirfd, const char *name) {
 struct watch { int wd; char *path; };
 static struct watch *watches;
 static size_t nwatches, capwatches;
-struct recent { char *key; int64_t at; };
+struct recent { char *key; int64_t at; int seen; int64_t mtime, size; };
 static struct recent *recents;
 static size_t nrecents, caprecents;
 static int skipping_own; /* our own operations make events too: set while draining those */
@@ -422,32 +424,57 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void remember(const char *key) {
-  int64_t t = now_ns();
-  for (size_t i = 0; i < nrecents; i++)
-    if (!strcmp(recents[i].key, key)) { recents[i].at = t; return; }
-  /* prune old entries before growing */
-  size_t k = 0;
-  for (size_t i = 0; i < nrecents; i++) {
-    if (t - recents[i].at < ECHO_NS) recents[k++] = recents[i];
-    else free(recents[i].key);
+/* The path's modification time and size as the guest sees them now; 0 when it can't be looked at. */
+static int fingerprint(int root, const char *rel, int64_t *mtime, int64_t *size) {
+  int fd = (int)do_openat2(root_fd[root], *rel ? rel : ".", O_PATH | O_NOFOLLOW, BENEATH);
+  if (fd < 0) return 0;
+  struct stat st;
+  int ok = fstat(fd, &st) == 0;
+  close(fd);
+  if (ok) {
+    *mtime = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    *size = (int64_t)st.st_size;
   }
-  nrecents = k;
-  if (nrecents == caprecents) {
-    caprecents = caprecents ? caprecents * 2 : 64;
-    recents = realloc(recents, caprecents * sizeof *recents);
-    if (!recents) die_io("out of memory");
-  }
-  recents[nrecents].key = strdup(key);
-  if (!recents[nrecents].key) die_io("out of memory");
-  recents[nrecents++].at = t;
+  return ok;
 }
+
+static void remember(const char *key, int root, const char *rel) {
+  int64_t t = now_ns();
+  struct recent *r = NULL;
+  for (size_t i = 0; i < nrecents && !r; i++)
+    if (!strcmp(recents[i].key, key)) r = &recents[i];
+  if (!r) {
+    /* prune old entries before growing */
+    size_t k = 0;
+    for (size_t i = 0; i < nrecents; i++) {
+      if (t - recents[i].at < OWN_NS) recents[k++] = recents[i];
+      else free(recents[i].key);
+    }
+    nrecents = k;
+    if (nrecents == caprecents) {
+      caprecents = caprecents ? caprecents * 2 : 64;
+      recents = realloc(recents, caprecents * sizeof *recents);
+      if (!recents) die_io("out of memory");
+    }
+    r = &recents[nrecents++];
+    r->key = strdup(key);
+    if (!r->key) die_io("out of memory");
+  }
+  r->at = t;
+  r->seen = fingerprint(root, rel, &r->mtime, &r->size);
+}
+/* The guest changed the path within ECHO_NS, or within OWN_NS and nothing has changed it since (the
+ * host's watcher, or a later `env sync --wait` rescan, may report a guest write seconds after it). */
 static int recently_changed(int root, const char *path) {
   char key[MAX_PATH_LEN + 8];
   snprintf(key, sizeof key, "%d:%s", root, path);
   int64_t t = now_ns();
-  for (size_t i = 0; i < nrecents; i++)
-    if (t - recents[i].at < ECHO_NS && !strcmp(recents[i].key, key)) return 1;
+  for (size_t i = 0; i < nrecents; i++) {
+    if (strcmp(recents[i].key, key)) continue;
+    if (t - recents[i].at < ECHO_NS) return 1;
+    int64_t mtime, size;
+    return t - recents[i].at < OWN_NS && recents[i].seen && fingerprint(root, path, &mtime, &size) && mtime == recents[i].mtime && size == recents[i].size;
+  }
   return 0;
 }
 
@@ -498,10 +525,10 @@ static void watch_drain(void) {
         char key[MAX_PATH_LEN + 8];
         const char *dir = strchr(watches[i].path, ':') + 1;
         if ((size_t)snprintf(key, sizeof key, "%s%s%s", watches[i].path, *dir ? "/" : "", ev->name) >= sizeof key) break;
-        remember(key);
+        int root = atoi(watches[i].path);
+        const char *rel = strchr(key, ':') + 1;
+        remember(key, root, rel);
         if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
-          int root = atoi(watches[i].path);
-          const char *rel = strchr(key, ':') + 1;
           pin_tree(root, rel); /* before guest watchers look it up again (see pinned folders) */
           watch_add(root, rel);
         }
