@@ -7,11 +7,11 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { eventLogEnd, followEvents } from '../agent/events.js';
 import { agentFiles } from '../agent/files.js';
 import { nativeHelperPath } from '../native/locate.js';
-import { exec, execCapture, shellQuote } from '../ssh/exec.js';
+import { collector, exec, execCapture, shellQuote } from '../ssh/exec.js';
 import type { FolderStatus } from '../sync/manager.js';
 import { GUEST_HELPER_PATH } from '../sync/open.js';
 import { EnvboxError } from '../util/errors.js';
@@ -44,7 +44,7 @@ export async function installGuestHelper(env: Env, step: Progress): Promise<stri
     const temp = `${GUEST_HELPER_PATH}.new`;
     const script = `sudo -n install -d -m 0755 ${shellQuote([dir])} && sudo -n tee ${shellQuote([temp])} >/dev/null && sudo -n chmod 0755 ${shellQuote([temp])} && sudo -n chown root:root ${shellQuote([temp])} && sudo -n mv -f ${shellQuote([temp])} ${shellQuote([GUEST_HELPER_PATH])}`;
     const err: Buffer[] = [];
-    const code = await exec(client, script, { stdin: Readable.from([binary]), stdout: sink(), stderr: sink(err) });
+    const code = await exec(client, script, { stdin: Readable.from([binary]), stdout: collector(), stderr: collector(err) });
     if (code !== 0) return `could not be installed (${Buffer.concat(err).toString().trim() || `exit ${code}`}); folders use the slower SFTP path`;
     const version = await execCapture(client, `${shellQuote([GUEST_HELPER_PATH])} --version`);
     if (version.code !== 0) return `installed but does not run in this guest (${(version.stderr || version.stdout).trim() || `exit ${version.code}`}); folders use the slower SFTP path`;
@@ -52,15 +52,6 @@ export async function installGuestHelper(env: Env, step: Progress): Promise<stri
   } finally {
     client.end();
   }
-}
-
-function sink(into?: Buffer[]): Writable {
-  return new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      into?.push(chunk);
-      cb();
-    },
-  });
 }
 
 export interface SyncResult {

@@ -93,7 +93,8 @@ export function sessionError(client: Client, err: Error, what = 'running a comma
   });
 }
 
-function collector(chunks: Buffer[]): Writable {
+/** A stream that keeps what is written to it in `chunks`. */
+export function collector(chunks: Buffer[] = []): Writable {
   return new Writable({
     write(chunk: Buffer, _encoding, callback) {
       chunks.push(chunk);
