@@ -1,5 +1,6 @@
 // The test command: unit, integration and e2e tiers in order (the real-guest tiers one file at a
-// time), then one closing line with the totals. Extra arguments go to every vitest run.
+// time), then every failure again (file, test, first lines of its message) and one closing line
+// with the totals, so the tail of a long log says what failed. Extra arguments go to every vitest run.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ const tiers = [
 ];
 const scratch = mkdtempSync(join(tmpdir(), 'envbox-test-report-'));
 const totals = { passed: 0, failed: 0, skipped: 0 };
+const failures = [];
 let status = 0;
 for (const [tier, flags] of tiers) {
   const report = join(scratch, `${tier}.json`);
@@ -25,11 +27,22 @@ for (const [tier, flags] of tiers) {
     totals.failed += json.numFailedTests;
     totals.skipped += json.numPendingTests + json.numTodoTests;
     if (json.numTotalTests === 0) status = 1;
+    for (const file of json.testResults ?? []) {
+      const where = file.name.startsWith(process.cwd()) ? file.name.slice(process.cwd().length + 1) : file.name;
+      const failed = (file.assertionResults ?? []).filter((t) => t.status === 'failed');
+      for (const t of failed) failures.push({ tier, where, title: t.fullName, message: (t.failureMessages ?? []).join('\n') });
+      if (failed.length === 0 && file.status === 'failed') failures.push({ tier, where, title: '(the file itself)', message: file.message ?? '' });
+    }
   } catch {
     status = 1;
     console.error(`no test report from the ${tier} tier`);
   }
 }
 rmSync(scratch, { recursive: true, force: true });
+for (const f of failures) {
+  console.log(`FAILED [${f.tier}] ${f.where} > ${f.title}`);
+  const lines = f.message.split('\n').filter((line) => !/^\s+at .*(node_modules|node:internal|<anonymous>)/.test(line));
+  for (const line of lines.slice(0, 16)) console.log(`    ${line}`);
+}
 console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
 process.exit(status);
