@@ -1,6 +1,7 @@
 // The test command: unit, integration and e2e tiers in order (the real-guest tiers one file at a
-// time), then every failure again (file, test, first lines of its message) and one closing line
-// with the totals, so the tail of a long log says what failed. Extra arguments go to every vitest run.
+// time). Then, so that the tail of a long log says what went wrong: every test that passed only on a
+// retry and every failure (file, test, first lines of its message), and one closing line with the
+// totals. Extra arguments go to every vitest run.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,7 @@ const tiers = [
 const scratch = mkdtempSync(join(tmpdir(), 'envbox-test-report-'));
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const failures = [];
+const flaky = [];
 let status = 0;
 for (const [tier, flags] of tiers) {
   const report = join(scratch, `${tier}.json`);
@@ -31,6 +33,9 @@ for (const [tier, flags] of tiers) {
       const where = file.name.startsWith(process.cwd()) ? file.name.slice(process.cwd().length + 1) : file.name;
       const failed = (file.assertionResults ?? []).filter((t) => t.status === 'failed');
       for (const t of failed) failures.push({ tier, where, title: t.fullName, message: (t.failureMessages ?? []).join('\n') });
+      for (const t of file.assertionResults ?? []) {
+        if (t.status === 'passed' && t.failureMessages?.length) flaky.push({ tier, where, title: t.fullName, message: t.failureMessages[0] });
+      }
       if (failed.length === 0 && file.status === 'failed') failures.push({ tier, where, title: '(the file itself)', message: file.message ?? '' });
     }
   } catch {
@@ -39,8 +44,8 @@ for (const [tier, flags] of tiers) {
   }
 }
 rmSync(scratch, { recursive: true, force: true });
-for (const f of failures) {
-  console.log(`FAILED [${f.tier}] ${f.where} > ${f.title}`);
+for (const f of [...flaky.map((f) => ({ ...f, label: 'PASSED ON RETRY' })), ...failures.map((f) => ({ ...f, label: 'FAILED' }))]) {
+  console.log(`${f.label} [${f.tier}] ${f.where} > ${f.title}`);
   const lines = f.message.split('\n').filter((line) => !/^\s+at .*(node_modules|node:internal|<anonymous>)/.test(line));
   for (const line of lines.slice(0, 16)) console.log(`    ${line}`);
 }
