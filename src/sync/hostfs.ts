@@ -35,42 +35,70 @@ export async function scanHost(root: string, ignored: (rel: string, isDir: boole
   return found;
 }
 
+/** What a host path is right now, ready to copy: a regular file (open), a folder, or a symlink. */
+export type HostEntry =
+  | { type: 'file'; file: FileSource & { close(): Promise<void> } }
+  | { type: 'dir'; mode: number }
+  | { type: 'symlink'; target: string };
+
 export class HostFolder {
   private real: string | undefined;
+  /** Parent folders found inside the folder since the last fresh(): one realpath per folder per batch. */
+  private parents = new Map<string, Promise<string>>();
 
   constructor(readonly root: string) {}
+
+  /** Starts a batch: parent folders are looked at again (one may have been swapped for a symlink since). */
+  fresh(): void {
+    this.parents.clear();
+  }
 
   private async inside(rel: string): Promise<string> {
     this.real ??= await realpath(this.root);
     const path = join(this.root, rel);
-    const parent = await realpath(dirname(path));
-    if (parent !== this.real && !parent.startsWith(`${this.real}/`)) {
+    const dir = dirname(path);
+    let parent = this.parents.get(dir);
+    if (!parent) {
+      parent = realpath(dir);
+      this.parents.set(dir, parent);
+      parent.catch(() => this.parents.delete(dir));
+    }
+    const real = await parent;
+    if (real !== this.real && !real.startsWith(`${this.real}/`)) {
       throw new Error(`${path} is reached through a symlink that leads out of the folder; envbox does not follow it`);
     }
     return path;
   }
 
-  /** Opens a regular file for copying; undefined when it is gone or no longer a regular file. */
-  async openFile(rel: string): Promise<(FileSource & { close(): Promise<void> }) | undefined> {
+  /**
+   * Opens what is at `rel` for copying, with one open (O_NOFOLLOW) and one fstat: a regular file
+   * comes back open, a folder as its mode, a symlink as its target; undefined when it is gone or is
+   * something else (a socket, a fifo, a device).
+   */
+  async entry(rel: string): Promise<HostEntry | undefined> {
     const path = await this.inside(rel);
     let handle;
     try {
       handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
+      if (code === 'ELOOP') {
+        const target = await readlink(path).catch(() => undefined);
+        return target === undefined ? undefined : { type: 'symlink', target };
+      }
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENXIO') return undefined;
       throw err;
     }
     const st = await handle.stat();
+    if (st.isDirectory()) {
+      await handle.close();
+      return { type: 'dir', mode: st.mode & 0o7777 };
+    }
     if (!st.isFile()) {
       await handle.close();
       return undefined;
     }
-    return { fd: handle.fd, size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, close: () => handle.close() };
-  }
-
-  async readLink(rel: string): Promise<string | undefined> {
-    return readlink(await this.inside(rel)).catch(() => undefined);
+    return { type: 'file', file: { fd: handle.fd, size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, close: () => handle.close() } };
   }
 
   async stat(rel: string): Promise<EntryStat | undefined> {
