@@ -51,6 +51,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -538,7 +540,7 @@ static void report_end(unsigned long id, unsigned long long in, unsigned long lo
 
 /* Names waiting for the agent to resolve them inside the guest. */
 struct lookup {
-    unsigned long id;
+    unsigned long listener, id;
     int done;
     char answer[HANDOFF_LINE_MAX];
     pthread_cond_t cond;
@@ -548,8 +550,8 @@ static struct lookup *lookups;
 static pthread_mutex_t lookup_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Asks the agent; fills *answer with "ip ip ..." (or "-") and returns 0, or -1 on timeout. */
-static int resolve_via_agent(unsigned long id, const char *host, char *answer, size_t cap, long long deadline) {
-    struct lookup l = {.id = id};
+static int resolve_via_agent(unsigned long listener, unsigned long id, const char *host, char *answer, size_t cap, long long deadline) {
+    struct lookup l = {.listener = listener, .id = id};
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -560,7 +562,7 @@ static int resolve_via_agent(unsigned long id, const char *host, char *answer, s
     lookups = &l;
     pthread_mutex_unlock(&lookup_lock);
     char line[HEADER_MAX + 64];
-    int n = snprintf(line, sizeof line, "{\"ev\":\"resolve\",\"id\":%lu,\"host\":\"%s\"}\n", id, host);
+    int n = snprintf(line, sizeof line, "{\"ev\":\"resolve\",\"l\":%lu,\"id\":%lu,\"host\":\"%s\"}\n", listener, id, host);
     ipc_send(line, (size_t)n);
     struct timespec until = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
     pthread_mutex_lock(&lookup_lock);
@@ -579,10 +581,10 @@ static int resolve_via_agent(unsigned long id, const char *host, char *answer, s
     return 0;
 }
 
-static void lookup_answered(unsigned long id, const char *answer) {
+static void lookup_answered(unsigned long listener, unsigned long id, const char *answer) {
     pthread_mutex_lock(&lookup_lock);
     for (struct lookup *l = lookups; l; l = l->next) {
-        if (l->id == id) {
+        if (l->listener == listener && l->id == id) {
             snprintf(l->answer, sizeof l->answer, "%s", answer);
             l->done = 1;
             pthread_cond_signal(&l->cond);
@@ -704,7 +706,7 @@ static int same_bytes(const unsigned char *a, size_t alen, const unsigned char *
 }
 
 struct socks_conf {
-    unsigned long id;
+    unsigned long listener, id; /* listener 0: a connection handed over alone */
     char env[HEADER_MAX + 1];
     unsigned char user[256], pass[256];
     size_t user_len, pass_len;
@@ -782,7 +784,7 @@ static int socks_handshake(int c, const struct socks_conf *conf) {
         else if (names_guest(host, conf->env)) add_target("localhost", port, &target);
         else {
             char answer[HANDOFF_LINE_MAX];
-            if (resolve_via_agent(conf->id, host, answer, sizeof answer, now_ms() + connect_timeout_ms) < 0) return socks_refuse(c, 0x06), -1;
+            if (resolve_via_agent(conf->listener, conf->id, host, answer, sizeof answer, now_ms() + connect_timeout_ms) < 0) return socks_refuse(c, 0x06), -1;
             char *save = NULL;
             for (char *ip = strtok_r(answer, " ", &save); ip; ip = strtok_r(NULL, " ", &save)) {
                 if (strcmp(ip, "-") != 0) add_target(ip, port, &target);
@@ -820,6 +822,14 @@ static int socks_handshake(int c, const struct socks_conf *conf) {
     return guest;
 }
 
+static void socks_conf_of(struct socks_conf *conf, const char *envhex, const char *userhex, const char *passhex) {
+    size_t envlen = unhex(envhex, (unsigned char *)conf->env, sizeof conf->env - 1);
+    conf->env[envlen] = '\0';
+    conf->auth = strcmp(userhex, "-") != 0;
+    conf->user_len = unhex(userhex, conf->user, sizeof conf->user);
+    conf->pass_len = unhex(passhex, conf->pass, sizeof conf->pass);
+}
+
 struct handoff {
     int fd;
     char request[HANDOFF_LINE_MAX];
@@ -851,11 +861,7 @@ static void *handoff_run(void *arg) {
     } else if (count == 5 && strcmp(fields[0], "SOCKS") == 0) {
         if (atomic_fetch_add(&socks_active, 1) < SOCKS_MAX_ACTIVE) {
             struct socks_conf conf = {.id = id};
-            size_t envlen = unhex(fields[2], (unsigned char *)conf.env, sizeof conf.env - 1);
-            conf.env[envlen] = '\0';
-            conf.auth = strcmp(fields[3], "-") != 0;
-            conf.user_len = unhex(fields[3], conf.user, sizeof conf.user);
-            conf.pass_len = unhex(fields[4], conf.pass, sizeof conf.pass);
+            socks_conf_of(&conf, fields[2], fields[3], fields[4]);
             int guest = socks_handshake(c, &conf);
             if (guest >= 0) {
                 relay_tcp(c, guest, &in, &out);
@@ -888,6 +894,304 @@ static void start_handoff(int fd, const char *request) {
         free(h);
     }
     pthread_attr_destroy(&attr);
+}
+
+/* ---- listeners handed over (the agent's forwards and proxy) ----
+ *
+ * Handing over every connection costs the agent's event loop and a thread start per connect;
+ * handing over the listening socket once lets threads parked in this process accept and answer
+ * on their own, which is what makes a connect through the relay about as fast as a direct one.
+ *   LISTEN <lid> FWD <host> <port>                          with the listening socket
+ *   LISTEN <lid> SOCKS <envhex> <userhex|-> <passhex|->     with the listening socket
+ *   UNLISTEN <lid>          stop accepting and cut every connection the listener still has
+ * Events to the agent:
+ *   {"cmd":"NODE_HANDLE","type":"net.Native","msg":{"ev":"listening","l":L}}  with a descriptor of
+ *       the same socket: the agent keeps it, so the port stays bound (and queues connections)
+ *       while no relay runs, between a guest's reboot and the next relay
+ *   {"ev":"listen-failed","l":L,"error":"TEXT"}
+ *   {"ev":"stats","l":L,"active":N,"total":N,"in":B,"out":B}   connections open now, accepted in
+ *       all, and the bytes of those that ended (from and to the client), counted since LISTEN; sent
+ *       STATS_DELAY_MS after a change, so a burst of connections costs the agent one message
+ *   {"ev":"resolve","l":L,"id":C,"host":"NAME"}     answered by RESOLVED L C ...
+ * Each listener keeps up to IDLE_MAX threads waiting on it, each with its own epoll set in which
+ * the socket is EPOLLEXCLUSIVE: one connection wakes one thread. The socket stays non-blocking
+ * (its flags are shared with the agent's descriptor, whose event loop needs that).
+ */
+#define LISTEN_ACCEPTORS 2
+#define STATS_DELAY_MS 50
+
+struct lconn {
+    int client, guest;
+    struct lconn *next;
+};
+
+struct listener {
+    unsigned long id;
+    int fd, wake; /* wake: an eventfd written once on UNLISTEN, seen by every waiting thread */
+    int socks;
+    struct target target;
+    struct socks_conf conf;
+    atomic_int refs, idle, closed, dirty;
+    atomic_ulong active, total;
+    atomic_ullong bytes_in, bytes_out;
+    pthread_mutex_t lock;
+    struct lconn *conns;
+    struct listener *next;
+};
+
+static struct listener *listeners;
+static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_ulong conn_ids;
+static int stats_fd = -1; /* an eventfd: some listener's figures changed */
+static atomic_int stats_pending;
+
+static void ipc_send_fd(const char *line, size_t len, int fd) {
+    struct iovec iov = {.iov_base = (void *)line, .iov_len = len};
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    pthread_mutex_lock(&ipc_lock);
+    ssize_t n;
+    do n = sendmsg(ipc_fd, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n > 0 && (size_t)n < len) write_all(ipc_fd, line + n, len - (size_t)n);
+    pthread_mutex_unlock(&ipc_lock);
+}
+
+/* Called after a listener's figures changed: the main thread sends them a little later. */
+static void stats_changed(struct listener *l) {
+    if (atomic_exchange(&l->dirty, 1)) return;
+    if (!atomic_exchange(&stats_pending, 1)) eventfd_write(stats_fd, 1);
+}
+
+/* The main thread: every listener whose figures changed since the last time. */
+static void send_stats(void) {
+    atomic_store(&stats_pending, 0);
+    pthread_mutex_lock(&listeners_lock);
+    for (struct listener *l = listeners; l; l = l->next) {
+        if (!atomic_exchange(&l->dirty, 0)) continue;
+        char line[200];
+        int n = snprintf(line, sizeof line, "{\"ev\":\"stats\",\"l\":%lu,\"active\":%lu,\"total\":%lu,\"in\":%llu,\"out\":%llu}\n", l->id,
+                         atomic_load(&l->active), atomic_load(&l->total), atomic_load(&l->bytes_in), atomic_load(&l->bytes_out));
+        ipc_send(line, (size_t)n);
+    }
+    pthread_mutex_unlock(&listeners_lock);
+}
+
+static void listener_unref(struct listener *l) {
+    if (atomic_fetch_sub(&l->refs, 1) != 1) return;
+    close(l->fd);
+    close(l->wake);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+/* One accepted connection, from the accept to its end; the client is closed when this returns. */
+static void serve_listened(struct listener *l, int c) {
+    unsigned long id = atomic_fetch_add(&conn_ids, 1) + 1;
+    struct lconn conn = {.client = c, .guest = -1};
+    pthread_mutex_lock(&l->lock);
+    int closed = atomic_load(&l->closed);
+    if (!closed) {
+        conn.next = l->conns;
+        l->conns = &conn;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (closed) {
+        close(c);
+        return;
+    }
+    atomic_fetch_add(&l->active, 1);
+    atomic_fetch_add(&l->total, 1);
+    stats_changed(l);
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    int guest = -1, counted = 0;
+    if (!l->socks) {
+        guest = dial(c, &l->target, SOCK_STREAM, connect_timeout_ms);
+    } else {
+        counted = 1;
+        if (atomic_fetch_add(&socks_active, 1) < SOCKS_MAX_ACTIVE) {
+            struct socks_conf conf = l->conf;
+            conf.id = id;
+            guest = socks_handshake(c, &conf);
+        }
+    }
+    unsigned long long in = 0, out = 0;
+    if (guest >= 0) {
+        /* UNLISTEN may have cut the client while we dialed; it could not know this socket. */
+        pthread_mutex_lock(&l->lock);
+        if (atomic_load(&l->closed)) shutdown(guest, SHUT_RDWR);
+        conn.guest = guest;
+        pthread_mutex_unlock(&l->lock);
+        relay_tcp(c, guest, &in, &out);
+    }
+    pthread_mutex_lock(&l->lock);
+    for (struct lconn **p = &l->conns; *p; p = &(*p)->next) {
+        if (*p == &conn) {
+            *p = conn.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (counted) atomic_fetch_sub(&socks_active, 1);
+    if (guest >= 0) {
+        close(guest);
+        close(c);
+    } else if (l->socks) {
+        close(c);
+    } else {
+        reset_close(c); /* a forward's client learns at once that nothing is there */
+    }
+    atomic_fetch_add(&l->bytes_in, in);
+    atomic_fetch_add(&l->bytes_out, out);
+    atomic_fetch_sub(&l->active, 1);
+    stats_changed(l);
+}
+
+static int spawn_listen_acceptor(struct listener *l);
+
+static void *listen_acceptor(void *arg) {
+    struct listener *l = arg;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event on_listen = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0};
+    struct epoll_event on_wake = {.events = EPOLLIN, .data.u32 = 1};
+    int ok = ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, l->fd, &on_listen) == 0 && epoll_ctl(ep, EPOLL_CTL_ADD, l->wake, &on_wake) == 0;
+    while (ok && !atomic_load(&l->closed)) {
+        struct epoll_event ev;
+        int n = epoll_wait(ep, &ev, 1, -1);
+        if (n < 0 && errno != EINTR) break;
+        if (n <= 0 || atomic_load(&l->closed)) continue;
+        int client = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (client < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) continue;
+            /* Out of fds: back off instead of spinning on a queue we can't drain. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                poll(NULL, 0, 50);
+                continue;
+            }
+            break; /* the socket no longer listens */
+        }
+        /* The last thread waiting starts another before serving, so a slow client never holds
+         * up the next one; one taking a connection otherwise costs no thread start. */
+        if (atomic_fetch_sub(&l->idle, 1) == 1) spawn_listen_acceptor(l);
+        serve_listened(l, client);
+        if (atomic_fetch_add(&l->idle, 1) >= IDLE_MAX) break;
+    }
+    atomic_fetch_sub(&l->idle, 1); /* every way out of the loop is as a waiting thread */
+    if (ep >= 0) close(ep);
+    listener_unref(l);
+    return NULL;
+}
+
+static int spawn_listen_acceptor(struct listener *l) {
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&l->refs, 1);
+    atomic_fetch_add(&l->idle, 1);
+    int rc = pthread_create(&thread, &attr, listen_acceptor, l);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        atomic_fetch_sub(&l->idle, 1);
+        listener_unref(l);
+    }
+    return rc;
+}
+
+static void listen_failed(unsigned long id, const char *why) {
+    char line[256];
+    int n = snprintf(line, sizeof line, "{\"ev\":\"listen-failed\",\"l\":%lu,\"error\":\"%s\"}\n", id, why);
+    ipc_send(line, (size_t)n);
+}
+
+static void unlisten(unsigned long id) {
+    pthread_mutex_lock(&listeners_lock);
+    struct listener *l = NULL;
+    for (struct listener **p = &listeners; *p; p = &(*p)->next) {
+        if ((*p)->id == id) {
+            l = *p;
+            *p = l->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&listeners_lock);
+    if (!l) return;
+    pthread_mutex_lock(&l->lock);
+    atomic_store(&l->closed, 1);
+    for (struct lconn *c = l->conns; c; c = c->next) {
+        shutdown(c->client, SHUT_RDWR);
+        if (c->guest >= 0) shutdown(c->guest, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&l->lock);
+    /* No new connections from now on, even before every thread has let go of the socket. */
+    shutdown(l->fd, SHUT_RDWR);
+    eventfd_write(l->wake, 1);
+    listener_unref(l);
+}
+
+/* "LISTEN <lid> FWD <host> <port>" | "LISTEN <lid> SOCKS <envhex> <userhex|-> <passhex|->", fd: the socket. */
+static void listen_on(int fd, char *request) {
+    char *fields[6];
+    int count = 0;
+    char *save = NULL;
+    for (char *f = strtok_r(request, " ", &save); f && count < 6; f = strtok_r(NULL, " ", &save)) fields[count++] = f;
+    unsigned long id = count >= 2 ? strtoul(fields[1], NULL, 10) : 0;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    struct listener *l = calloc(1, sizeof *l);
+    const char *why = NULL;
+    if (!l) why = "out of memory";
+    else if (id == 0 || count < 3) why = "bad LISTEN request";
+    else if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening) why = "not a listening socket";
+    else if (strcmp(fields[2], "FWD") == 0 && count == 5) {
+        int port = parse_number(fields[4], 1, 65535);
+        if (port < 0 || parse_target(fields[3], port, &l->target) < 0) why = "the target is not an IP address or localhost";
+    } else if (strcmp(fields[2], "SOCKS") == 0 && count == 6) {
+        l->socks = 1;
+        l->conf.listener = id;
+        socks_conf_of(&l->conf, fields[3], fields[4], fields[5]);
+    } else {
+        why = "bad LISTEN request";
+    }
+    if (!why && (l->wake = eventfd(0, EFD_CLOEXEC)) < 0) why = "no eventfd";
+    if (why) {
+        free(l);
+        close(fd);
+        listen_failed(id, why);
+        return;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    l->id = id;
+    l->fd = fd;
+    atomic_init(&l->refs, 1); /* the list's */
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_mutex_lock(&listeners_lock);
+    l->next = listeners;
+    listeners = l;
+    pthread_mutex_unlock(&listeners_lock);
+    int started = 0;
+    for (int i = 0; i < LISTEN_ACCEPTORS; i++) started += spawn_listen_acceptor(l) == 0;
+    int copy = started ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (copy < 0) {
+        unlisten(id);
+        listen_failed(id, started ? "cannot duplicate the socket" : "cannot start threads");
+        return;
+    }
+    char line[128];
+    int n = snprintf(line, sizeof line, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"ev\":\"listening\",\"l\":%lu}}\n", id);
+    ipc_send_fd(line, (size_t)n, copy);
+    close(copy);
 }
 
 /* The "r" string of a line, copied into out (our requests never contain '"' or '\\'). */
@@ -939,14 +1243,19 @@ static void *ipc_loop(void *arg) {
                 if (nfds > 0) {
                     int fd = fds[0];
                     memmove(fds, fds + 1, (size_t)--nfds * sizeof(int));
-                    if (request_of(start, request, sizeof request) == 0) start_handoff(fd, request);
-                    else close(fd);
+                    if (request_of(start, request, sizeof request) < 0) close(fd);
+                    else if (strncmp(request, "LISTEN ", 7) == 0) listen_on(fd, request);
+                    else start_handoff(fd, request);
                 }
-            } else if (strncmp(start, "{\"cmd\":\"NODE_", 13) != 0 && request_of(start, request, sizeof request) == 0 &&
-                       strncmp(request, "RESOLVED ", 9) == 0) {
+            } else if (strncmp(start, "{\"cmd\":\"NODE_", 13) == 0 || request_of(start, request, sizeof request) < 0) {
+                /* Node's own messages (the ACK of a descriptor we sent), or not ours */
+            } else if (strncmp(request, "UNLISTEN ", 9) == 0) {
+                unlisten(strtoul(request + 9, NULL, 10));
+            } else if (strncmp(request, "RESOLVED ", 9) == 0) {
                 char *rest = request + 9;
+                unsigned long listener = strtoul(rest, &rest, 10);
                 unsigned long id = strtoul(rest, &rest, 10);
-                lookup_answered(id, *rest == ' ' ? rest + 1 : "-");
+                lookup_answered(listener, id, *rest == ' ' ? rest + 1 : "-");
             }
             start = nl + 1;
         }
@@ -1134,6 +1443,11 @@ int main(int argc, char **argv) {
             cleanup_and_exit(1);
         }
     }
+    stats_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stats_fd < 0) {
+        fail("eventfd");
+        cleanup_and_exit(1);
+    }
     const char *channel = getenv("NODE_CHANNEL_FD");
     if (channel) {
         ipc_fd = parse_number(channel, 0, INT_MAX);
@@ -1145,17 +1459,30 @@ int main(int argc, char **argv) {
         pthread_detach(thread);
     }
     if (write(STDOUT_FILENO, "READY 1\n", 8) != 8) cleanup_and_exit(1);
-    /* The acceptor threads serve; this one only waits for the reasons to stop. */
-    struct pollfd pfd[3] = {
+    /* The acceptor threads serve; this one waits for the reasons to stop, and sends the
+     * listeners' figures a little after they change. */
+    struct pollfd pfd[4] = {
         {.fd = STDIN_FILENO, .events = POLLIN},
         {.fd = sigfd, .events = POLLIN},
         {.fd = pidfd, .events = POLLIN}, /* ignored by poll when -1 */
+        {.fd = stats_fd, .events = POLLIN},
     };
+    long long stats_at = -1;
     for (;;) {
-        if (poll(pfd, 3, -1) < 0) {
+        long long wait = stats_at < 0 ? -1 : stats_at - now_ms();
+        if (poll(pfd, 4, wait < 0 && stats_at >= 0 ? 0 : (int)wait) < 0) {
             if (errno == EINTR) continue;
             fail("poll");
             cleanup_and_exit(1);
+        }
+        if (pfd[3].revents) {
+            eventfd_t count;
+            eventfd_read(stats_fd, &count);
+            if (stats_at < 0) stats_at = now_ms() + STATS_DELAY_MS;
+        }
+        if (stats_at >= 0 && now_ms() >= stats_at) {
+            stats_at = -1;
+            send_stats();
         }
         if (pfd[1].revents) {
             struct signalfd_siginfo info;

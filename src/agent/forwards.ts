@@ -122,6 +122,7 @@ export class Forwards {
             target,
             (host, port, signal) => this.link.dial(host, port, signal),
             (socket, onEnd) => this.link.handoff(socket, { kind: 'forward', host: spec.guestIp, port: spec.guestPort }, onEnd),
+            this.link,
           );
     try {
       await forward.listen(spec.hostIp, spec.hostPort);

@@ -14,6 +14,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { pipeline, type Duplex } from 'node:stream';
+import type { HandoffRequest } from '../../native/netns.js';
+import { HostListener, type RelayHost } from '../host-listener.js';
 import { DialError, RELAY_BUFFER_BYTES, replyFor, type Dialer } from './dial.js';
 import * as wire from './protocol.js';
 import { Reply, type Target } from './protocol.js';
@@ -40,6 +42,8 @@ export interface SocksServerOptions {
    * relay speaks SOCKS5 itself); `onEnd` marks it over. False when it can't: the client is served here.
    */
   handoff?: (socket: net.Socket, onEnd: () => void) => boolean;
+  /** Gives the listening socket itself to the netns relay whenever one runs (host-listener.ts). */
+  relay?: { host: RelayHost; request: Extract<HandoffRequest, { kind: 'socks' }> };
   /** One call per listen, refusal, handshake rejection, connection and close; must not throw. */
   onEvent?: (event: SocksEvent) => void;
 }
@@ -70,7 +74,7 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
 
   // Half-open so a client's FIN reaches the guest while the reply is still streaming back.
   // Paused, so a client handed to the relay has none of its bytes read here.
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
+  const makeServer = () => net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
     if (sockets.size + handed >= maxConnections) {
       refused++;
       emit({ type: 'refused', peer: peerOf(socket), reason: 'too many connections' });
@@ -92,8 +96,9 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
     socket.once('close', () => sockets.delete(socket));
     serve(socket);
     socket.resume();
-  });
-  server.on('error', (err) => emit({ type: 'error', message: err.message }));
+  }).on('error', (err) => emit({ type: 'error', message: err.message }));
+  const defaultRequest: HandoffRequest = { kind: 'socks', envName: '', resolve: async () => [] };
+  const listener = new HostListener(options.relay?.request ?? defaultRequest, makeServer);
 
   function serve(socket: net.Socket): void {
     const peer = peerOf(socket);
@@ -226,22 +231,21 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
   }
 
   return {
-    listen: (port, host = '127.0.0.1') =>
-      new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          const bound = (server.address() as net.AddressInfo).port;
-          emit({ type: 'listening', host, port: bound });
-          resolve(bound);
-        });
-      }),
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      }),
-    stats: () => ({ active: sockets.size + handed, total, refused }),
+    listen: async (port, host = '127.0.0.1') => {
+      const bound = await listener.listen({ port, host });
+      emit({ type: 'listening', host, port: bound });
+      if (options.relay) listener.offer(options.relay.host);
+      return bound;
+    },
+    close: async () => {
+      const closing = listener.close();
+      for (const socket of sockets) socket.destroy();
+      await closing;
+    },
+    stats: () => {
+      const relay = listener.relayCounts();
+      return { active: sockets.size + handed + relay.active, total: total + relay.total, refused };
+    },
   };
 }
 
