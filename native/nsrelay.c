@@ -412,18 +412,106 @@ static void *pump_run(void *arg) {
     return NULL;
 }
 
-/* Relays until both directions end; *sent counts client->guest bytes, *received guest->client. */
-static void relay_tcp(int client, int guest, unsigned long long *sent, unsigned long long *received) {
-    struct pump up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
+/* The second direction of a TCP connection runs on a pump thread. Starting a thread costs more
+ * than the rest of a short connection, so up to PUMP_IDLE_MAX of them wait for the next one. The
+ * connection's own thread hands the job over, waits for it to finish and parks the worker again;
+ * a worker never touches the pool itself, so nothing frees it while the other side still looks. */
+#define PUMP_IDLE_MAX 4
+
+struct pump_worker {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct pump *job; /* NULL: waiting; &pump_exit: leave */
+    int done;
+    struct pump_worker *next;
+};
+
+static struct pump pump_exit;
+static struct pump_worker *idle_pumps;
+static int idle_pump_count;
+static pthread_mutex_t pumps_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *pump_worker_run(void *arg) {
+    struct pump_worker *w = arg;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->job) pthread_cond_wait(&w->cond, &w->lock);
+        if (w->job == &pump_exit) break;
+        struct pump *p = w->job;
+        pthread_mutex_unlock(&w->lock);
+        pump_run(p);
+        pthread_mutex_lock(&w->lock);
+        w->job = NULL;
+        w->done = 1;
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+    return NULL;
+}
+
+static struct pump_worker *take_pump(void) {
+    pthread_mutex_lock(&pumps_lock);
+    struct pump_worker *w = idle_pumps;
+    if (w) {
+        idle_pumps = w->next;
+        idle_pump_count--;
+    }
+    pthread_mutex_unlock(&pumps_lock);
+    if (w) return w;
+    w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, THREAD_STACK);
-    int started = pthread_create(&thread, &attr, pump_run, &down) == 0;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&thread, &attr, pump_worker_run, w);
     pthread_attr_destroy(&attr);
-    if (!started) return;
+    if (rc != 0) {
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void give_pump(struct pump_worker *w, struct pump *job) {
+    pthread_mutex_lock(&w->lock);
+    w->job = job;
+    w->done = 0;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void park_pump(struct pump_worker *w) {
+    pthread_mutex_lock(&pumps_lock);
+    int keep = idle_pump_count < PUMP_IDLE_MAX;
+    if (keep) {
+        w->next = idle_pumps;
+        idle_pumps = w;
+        idle_pump_count++;
+    }
+    pthread_mutex_unlock(&pumps_lock);
+    if (!keep) give_pump(w, &pump_exit);
+}
+
+/* Relays until both directions end; *sent counts client->guest bytes, *received guest->client. */
+static void relay_tcp(int client, int guest, unsigned long long *sent, unsigned long long *received) {
+    struct pump up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
+    struct pump_worker *w = take_pump();
+    if (!w) return;
+    give_pump(w, &down);
     pump_run(&up);
-    pthread_join(thread, NULL);
+    pthread_mutex_lock(&w->lock);
+    while (!w->done) pthread_cond_wait(&w->cond, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+    park_pump(w);
     if (sent) *sent = up.moved;
     if (received) *received = down.moved;
 }
@@ -593,19 +681,23 @@ static void lookup_answered(unsigned long listener, unsigned long id, const char
     pthread_mutex_unlock(&lookup_lock);
 }
 
-/* Reads exactly len bytes before the deadline: 0, or -1 (closed, error, too slow). */
+/* Reads exactly len bytes before the deadline: 0, or -1 (closed, error, too slow). The bytes are
+ * usually there already (a client sends its request right behind the greeting's answer), so it
+ * reads first and waits only when there is nothing. */
 static int recv_exact(int fd, unsigned char *buf, size_t len, long long deadline) {
     for (size_t got = 0; got < len;) {
+        ssize_t n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        if (n == 0 || (errno != EINTR && errno != EAGAIN)) return -1;
         long long left = deadline - now_ms();
         if (left <= 0) return -1;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int r = poll(&pfd, 1, (int)left);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        ssize_t n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n <= 0) return -1;
-        got += (size_t)n;
+        if (r < 0 && errno != EINTR) return -1;
+        if (r == 0) return -1;
     }
     return 0;
 }

@@ -49,6 +49,11 @@ export class HostListener implements RelayListener {
     return this.boundPort;
   }
 
+  /** The relay accepts on it now (this process only holds the socket). */
+  get servedByRelay(): boolean {
+    return this.holder !== undefined;
+  }
+
   /** Binds and accepts here; rejects with the bind error (EADDRINUSE, EACCES, EADDRNOTAVAIL). */
   listen(options: net.ListenOptions): Promise<number> {
     const server = this.makeServer();
