@@ -601,9 +601,10 @@ done:
  * Requests (fields are IP literals, digits and hex, so they need no JSON escaping):
  *   FWD <id> <host> <port>                       a port forward: connect, then splice
  *   SOCKS <id> <envhex> <userhex|-> <passhex|-> a SOCKS5 client (RFC 1928/1929), handshake here
- *   RESOLVED <id> <ip>...  |  RESOLVED <id> -     (no handle) the answer to a resolve event
+ *   CUT <id>                                      (no handle) end that connection now
+ *   RESOLVED <l> <id> <ip>... | RESOLVED <l> <id> -   (no handle) the answer to a resolve event
  * Events to the agent:
- *   {"ev":"resolve","id":N,"host":"NAME"}         a SOCKS name the guest must resolve
+ *   {"ev":"resolve","l":0,"id":N,"host":"NAME"}   a SOCKS name the guest must resolve
  *   {"ev":"end","id":N,"in":B,"out":B}            the connection is over (bytes each way)
  */
 #define SOCKS_MAX_ACTIVE 512
@@ -922,10 +923,39 @@ static void socks_conf_of(struct socks_conf *conf, const char *envhex, const cha
     conf->pass_len = unhex(passhex, conf->pass, sizeof conf->pass);
 }
 
+/* Connections handed over alone, listed so that "CUT <id>" can end one (its forward or proxy went). */
+struct handed {
+    unsigned long id;
+    int client, guest, cut;
+    struct handed *next;
+};
+static struct handed *handed_list;
+static pthread_mutex_t handed_lock = PTHREAD_MUTEX_INITIALIZER;
+
 struct handoff {
     int fd;
     char request[HANDOFF_LINE_MAX];
+    struct handed entry;
 };
+
+/* The guest side is known: a CUT from now on shuts it down too (or now, if one came already). */
+static void handed_guest(struct handed *e, int guest) {
+    pthread_mutex_lock(&handed_lock);
+    e->guest = guest;
+    if (e->cut) shutdown(guest, SHUT_RDWR);
+    pthread_mutex_unlock(&handed_lock);
+}
+
+static void cut_handed(unsigned long id) {
+    pthread_mutex_lock(&handed_lock);
+    for (struct handed *e = handed_list; e; e = e->next) {
+        if (e->id != id) continue;
+        e->cut = 1;
+        shutdown(e->client, SHUT_RDWR);
+        if (e->guest >= 0) shutdown(e->guest, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&handed_lock);
+}
 
 static void *handoff_run(void *arg) {
     struct handoff *h = arg;
@@ -939,16 +969,14 @@ static void *handoff_run(void *arg) {
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     /* Node's event loop made the socket non-blocking; the pumps block. */
     fcntl(c, F_SETFL, fcntl(c, F_GETFL) & ~O_NONBLOCK);
-    if (count == 4 && strcmp(fields[0], "FWD") == 0) {
+    int forward = count == 4 && strcmp(fields[0], "FWD") == 0;
+    if (forward) {
         struct target target;
         int port = parse_number(fields[3], 1, 65535);
         int guest = port < 0 || parse_target(fields[2], port, &target) < 0 ? -EINVAL : dial(c, &target, SOCK_STREAM, connect_timeout_ms);
-        if (guest < 0) {
-            reset_close(c);
-            c = -1;
-        } else {
+        if (guest >= 0) {
+            handed_guest(&h->entry, guest);
             relay_tcp(c, guest, &in, &out);
-            close(guest);
         }
     } else if (count == 5 && strcmp(fields[0], "SOCKS") == 0) {
         if (atomic_fetch_add(&socks_active, 1) < SOCKS_MAX_ACTIVE) {
@@ -956,13 +984,24 @@ static void *handoff_run(void *arg) {
             socks_conf_of(&conf, fields[2], fields[3], fields[4]);
             int guest = socks_handshake(c, &conf);
             if (guest >= 0) {
+                handed_guest(&h->entry, guest);
                 relay_tcp(c, guest, &in, &out);
-                close(guest);
             }
         }
         atomic_fetch_sub(&socks_active, 1);
     }
-    if (c >= 0) close(c);
+    pthread_mutex_lock(&handed_lock);
+    for (struct handed **p = &handed_list; *p; p = &(*p)->next) {
+        if (*p == &h->entry) {
+            *p = h->entry.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&handed_lock);
+    if (h->entry.guest >= 0) close(h->entry.guest);
+    /* A forward's client that never reached the guest learns at once that nothing is there. */
+    if (h->entry.guest < 0 && forward) reset_close(c);
+    else close(c);
     report_end(id, in, out);
     free(h);
     return NULL;
@@ -976,12 +1015,26 @@ static void start_handoff(int fd, const char *request) {
     }
     h->fd = fd;
     snprintf(h->request, sizeof h->request, "%s", request);
+    /* Listed before its thread starts: a CUT right behind the hand-off must find it. */
+    h->entry = (struct handed){.id = strtoul(request + strcspn(request, " "), NULL, 10), .client = fd, .guest = -1};
+    pthread_mutex_lock(&handed_lock);
+    h->entry.next = handed_list;
+    handed_list = &h->entry;
+    pthread_mutex_unlock(&handed_lock);
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, THREAD_STACK);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&thread, &attr, handoff_run, h) != 0) {
+        pthread_mutex_lock(&handed_lock);
+        for (struct handed **p = &handed_list; *p; p = &(*p)->next) {
+            if (*p == &h->entry) {
+                *p = h->entry.next;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&handed_lock);
         close(fd);
         free(h);
     }
@@ -1341,6 +1394,8 @@ static void *ipc_loop(void *arg) {
                 }
             } else if (strncmp(start, "{\"cmd\":\"NODE_", 13) == 0 || request_of(start, request, sizeof request) < 0) {
                 /* Node's own messages (the ACK of a descriptor we sent), or not ours */
+            } else if (strncmp(request, "CUT ", 4) == 0) {
+                cut_handed(strtoul(request + 4, NULL, 10));
             } else if (strncmp(request, "UNLISTEN ", 9) == 0) {
                 unlisten(strtoul(request + 9, NULL, 10));
             } else if (strncmp(request, "RESOLVED ", 9) == 0) {

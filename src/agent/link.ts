@@ -110,8 +110,8 @@ export class GuestLink extends EventEmitter {
    * Hands an accepted host connection to the relay (the fast path only), which serves it without
    * this process touching its bytes. False when it can't: the caller serves the socket itself.
    */
-  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean {
-    return this.relay?.handoff?.(socket, request, onEnd) ?? false;
+  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void, signal?: AbortSignal): boolean {
+    return this.relay?.handoff?.(socket, request, onEnd, signal) ?? false;
   }
 
   /**

@@ -47,7 +47,7 @@ export class GuestProxy {
     this.socks = createSocksServer({
       dial: (target, signal) => this.dial(target, signal),
       auth: opts.auth,
-      handoff: (socket, onEnd) => opts.link.handoff(socket, request, onEnd),
+      handoff: (socket, onEnd, closing) => opts.link.handoff(socket, request, onEnd, closing),
       relay: { host: opts.link, request },
     });
     this.pacServer = http.createServer(servePac(() => this.pac()));

@@ -97,8 +97,9 @@ export interface NetnsDialer {
    * Gives an accepted host connection to the relay, which connects inside the guest and moves its
    * bytes itself; `onEnd` is called once the connection is over. False when the relay can't take
    * it (no channel to the relay, or a target it can't dial): the caller serves the socket.
+   * Aborting `signal` (the forward or proxy went) cuts the connection.
    */
-  handoff?(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean;
+  handoff?(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void, signal?: AbortSignal): boolean;
   /** Gives a listening socket to the relay (see RelayListener); false when it can't take it. */
   listen?(listener: RelayListener): boolean;
   /** The relay stops accepting for `listener` and cuts every connection it still has. */
@@ -283,7 +284,7 @@ class RelayDialer implements NetnsDialer {
     return new DatagramChannel(await this.open('UDP', target));
   }
 
-  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean {
+  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void, signal?: AbortSignal): boolean {
     const handle = (socket as unknown as { _handle?: object | null })._handle;
     if (!handle || !this.child.connected || this.exitReason !== undefined || this.closing) return false;
     const id = ++this.nextId;
@@ -295,7 +296,15 @@ class RelayDialer implements NetnsDialer {
     } else {
       line = `SOCKS ${id} ${socksFields(request)}`;
     }
-    this.handed.set(id, { onEnd, resolve: request.kind === 'socks' ? request.resolve : undefined });
+    const cut = () => {
+      if (this.handed.has(id) && this.child.connected) this.child.send({ r: `CUT ${id}` }, undefined, {}, () => {});
+    };
+    signal?.addEventListener('abort', cut, { once: true });
+    const ended = (end: HandoffEnd) => {
+      signal?.removeEventListener('abort', cut);
+      onEnd(end);
+    };
+    this.handed.set(id, { onEnd: ended, resolve: request.kind === 'socks' ? request.resolve : undefined });
     // Node sends the descriptor with the line (SCM_RIGHTS); ours is closed once it is on its way.
     // The handle type is not in @types/node's signature for send().
     const sent = this.child.send({ r: line }, handle as unknown as Socket, {}, (err: Error | null) => {

@@ -12,7 +12,7 @@ import type { ForwardCounters } from './spec.js';
 
 export type GuestDial = (host: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
 /** Gives an accepted socket to someone who serves it entirely (the netns relay); false when it can't. */
-export type Handoff = (socket: net.Socket, onEnd: (bytes: { in: number; out: number }) => void) => boolean;
+export type Handoff = (socket: net.Socket, onEnd: (bytes: { in: number; out: number }) => void, closing: AbortSignal) => boolean;
 
 // A guest that accepts nothing within this is treated as refusing.
 const DIAL_TIMEOUT_MS = 10_000;
@@ -94,6 +94,8 @@ export function relay(a: Duplex, b: Duplex): void {
 export class TcpForward {
   private readonly listener: HostListener;
   private readonly counters = new Counters();
+  // Aborted by close(): connections handed to the relay one by one are cut with the rest.
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly target: { guestIp: string; guestPort: number },
@@ -133,15 +135,16 @@ export class TcpForward {
 
   /** Stops listening and cuts every connection, the relay's included. */
   async close(): Promise<void> {
-    const closing = this.listener.close();
+    const closed = this.listener.close();
+    this.closing.abort();
     this.counters.destroyAll();
-    await closing;
+    await closed;
   }
 
   private accept(socket: net.Socket): void {
     if (this.handoff) {
       const ended = this.counters.handedOff();
-      if (this.handoff(socket, ended)) return;
+      if (this.handoff(socket, ended, this.closing.signal)) return;
       ended({ in: 0, out: 0 });
       this.counters.uncount();
     }

@@ -41,7 +41,7 @@ export interface SocksServerOptions {
    * Gives an accepted client, handshake and all, to someone who serves it entirely (the netns
    * relay speaks SOCKS5 itself); `onEnd` marks it over. False when it can't: the client is served here.
    */
-  handoff?: (socket: net.Socket, onEnd: () => void) => boolean;
+  handoff?: (socket: net.Socket, onEnd: () => void, closing: AbortSignal) => boolean;
   /** Gives the listening socket itself to the netns relay whenever one runs (host-listener.ts). */
   relay?: { host: RelayHost; request: Extract<HandoffRequest, { kind: 'socks' }> };
   /** One call per listen, refusal, handshake rejection, connection and close; must not throw. */
@@ -68,6 +68,8 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
   const method = options.auth ? wire.METHOD_USER_PASS : wire.METHOD_NO_AUTH;
   const expected = options.auth && checkedCredentials(options.auth);
   const sockets = new Set<net.Socket>();
+  // Aborted by close(): connections handed to the relay one by one are cut with the rest.
+  const closing = new AbortController();
   let total = 0;
   let refused = 0;
   let handed = 0;
@@ -89,7 +91,7 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
         if (!ended) handed--;
         ended = true;
       };
-      if (options.handoff(socket, onEnd)) return;
+      if (options.handoff(socket, onEnd, closing.signal)) return;
       onEnd();
     }
     sockets.add(socket);
@@ -238,9 +240,10 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
       return bound;
     },
     close: async () => {
-      const closing = listener.close();
+      const closed = listener.close();
+      closing.abort();
       for (const socket of sockets) socket.destroy();
-      await closing;
+      await closed;
     },
     stats: () => {
       const relay = listener.relayCounts();

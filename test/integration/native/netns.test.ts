@@ -416,6 +416,26 @@ describe.skipIf(!usable)('relay into a network namespace (root, ip netns)', () =
       expect(ends.pop()).toEqual({ in: 0, out: 0 });
     });
 
+    it('cuts a handed-over connection when its signal aborts (its forward or proxy went)', async () => {
+      const closing = new AbortController();
+      const server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+        if (!dialer.handoff!(socket, { kind: 'forward', host: '127.0.0.1', port }, (end) => ends.push(end), closing.signal)) socket.destroy();
+      });
+      servers.push(server);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const live = connect((server.address() as { port: number }).port, '127.0.0.1');
+      live.on('error', () => {});
+      const [greeting] = (await once(live, 'data')) as [Buffer];
+      expect(greeting.toString()).toBe('ns\n');
+      ends.length = 0;
+      const cut = once(live, 'close');
+      closing.abort();
+      await cut;
+      await until(() => ends.length === 1);
+      await settled();
+    });
+
     it('refuses a target the relay cannot dial, so the caller serves it', () => {
       const socket = connect(port, '127.0.0.1');
       socket.on('error', () => {});
