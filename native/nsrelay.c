@@ -27,12 +27,16 @@
  *   TCP: then raw bytes both ways; EOF on one side becomes shutdown(SHUT_WR) on the other.
  *   UDP: then datagrams both ways, each framed as a 2-byte big-endian length + payload.
  *
- * Started by Node with an IPC channel (NODE_CHANNEL_FD), it also takes accepted host connections
- * themselves and serves them entirely, SOCKS5 handshake included: see "connections handed over".
+ * Started by Node with an IPC channel (NODE_CHANNEL_FD), it serves the agent's host ports
+ * entirely, SOCKS5 handshake included: the agent hands over each listening socket once and the
+ * relay's threads accept on it (see "listeners handed over"), so a connect costs no hop through the
+ * agent's event loop, no IPC message and no thread start. Single accepted connections can be handed
+ * over too (see "connections handed over"), for the moments the agent accepts itself.
  *
- * Threads wait in accept() and serve what they take (a few stay parked between connections);
- * a TCP connection has one more thread for its second direction. Bytes move with splice(2)
- * through 1 MiB pipes (small buffers cap a relay at ~480 MiB/s, 1 MiB reaches ~3 GiB/s).
+ * Threads wait in accept() (or epoll, for a handed-over listener) and serve what they take (a few
+ * stay parked between connections); a TCP connection's second direction runs on a pump thread,
+ * also parked between connections. Bytes move with splice(2) through 1 MiB pipes (small buffers
+ * cap a relay at ~480 MiB/s, 1 MiB reaches ~3 GiB/s).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

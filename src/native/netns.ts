@@ -5,13 +5,16 @@
  * ~350 MiB/s. Node can't enter a namespace itself, hence the helper; when it is missing or
  * can't run, startNetnsDialer answers with a reason and the agent stays on SSH.
  *
- * Better still, the agent hands an accepted host connection over to the relay (its descriptor
- * travels over Node's IPC channel): the relay connects, answers a SOCKS5 client itself, and
- * splices, so the connection's bytes never pass through the agent.
+ * Better still, the agent hands its listening sockets to the relay (descriptors travel over Node's
+ * IPC channel): the relay's threads accept, answer a SOCKS5 client themselves, connect and splice,
+ * so neither a connection's bytes nor its setup pass through the agent. The agent keeps its own
+ * descriptor of each listening socket (idle while the relay serves), so the port outlives a relay.
+ * A single accepted connection can be handed over too, for when the agent accepted it itself.
  *
  *   const { dialer, reason } = await startNetnsDialer({ pid, runDir, onExit });
  *   const stream = await dialer.dial({ host: '127.0.0.1', port: 5432 }, signal);
- *   dialer.handoff(socket, { kind: 'forward', host: '127.0.0.1', port: 5432 }, onEnd);
+ *   dialer.listen(listener);   // a RelayListener (agent/host-listener.ts): the relay accepts on it
+ *   dialer.handoff(socket, { kind: 'forward', host: '127.0.0.1', port: 5432 }, onEnd, signal);
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
