@@ -34,9 +34,9 @@
  * over too (see "connections handed over"), for the moments the agent accepts itself.
  *
  * Threads wait in accept() (or epoll, for a handed-over listener) and serve what they take (a few
- * stay parked between connections); a TCP connection's second direction runs on a pump thread,
- * also parked between connections. Bytes move with splice(2) through 1 MiB pipes (small buffers
- * cap a relay at ~480 MiB/s, 1 MiB reaches ~3 GiB/s).
+ * stay parked between connections), both directions of a TCP connection on the one thread. Bytes
+ * move with splice(2) through 1 MiB pipes (small buffers cap a relay at ~480 MiB/s, 1 MiB reaches
+ * ~3 GiB/s); where splicing can't be done, a parked pump thread per direction copies instead.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -416,8 +416,8 @@ static void *pump_run(void *arg) {
     return NULL;
 }
 
-/* The second direction of a TCP connection runs on a pump thread. Starting a thread costs more
- * than the rest of a short connection, so up to PUMP_IDLE_MAX of them wait for the next one. The
+/* Where a connection's bytes are copied (no splice), each direction runs on a pump thread. Starting
+ * a thread costs more than the rest of a short connection, so up to PUMP_IDLE_MAX of them wait. The
  * connection's own thread hands the job over, waits for it to finish and parks the worker again;
  * a worker never touches the pool itself, so nothing frees it while the other side still looks. */
 #define PUMP_IDLE_MAX 4
@@ -505,8 +505,119 @@ static void park_pump(struct pump_worker *w) {
     if (!keep) give_pump(w, &pump_exit);
 }
 
+/* Both directions of a connection on one thread: non-blocking splices, poll() when neither can
+ * move. Most connections are short, and this way a connection costs its thread no wake-up of a
+ * second one (or its start), which on a busy machine is what a connect waits behind. One direction
+ * at full speed runs the same splices as a thread of its own would. */
+struct way {
+    int in, out, pipe[2];
+    size_t held, cap; /* bytes in the pipe, and its size */
+    int eof, done;
+    unsigned long long moved;
+};
+
+static void close_pipe(struct way *w) {
+    if (w->pipe[0] >= 0) close(w->pipe[0]);
+    if (w->pipe[1] >= 0) close(w->pipe[1]);
+}
+
+static int open_pipe(struct way *w) {
+    w->pipe[0] = w->pipe[1] = -1;
+    if (pipe2(w->pipe, O_CLOEXEC | O_NONBLOCK) < 0) return -1;
+    int size = fcntl(w->pipe[1], F_SETPIPE_SZ, PIPE_BYTES);
+    if (size < 0) size = fcntl(w->pipe[1], F_GETPIPE_SZ);
+    if (size < COPY_BYTES) return close_pipe(w), -1; /* over the pipe quota: the copying pumps do */
+    w->cap = (size_t)size;
+    return 0;
+}
+
+/* Moves what it can without blocking: 1 moved something, 0 nothing to do now, -1 the connection is
+ * broken, -2 this socket can't splice (nothing moved yet: the pumps copy instead). */
+static int way_step(struct way *w, int any_moved) {
+    int progress = 0;
+    while (w->held > 0) {
+        ssize_t m = splice(w->pipe[0], NULL, w->out, NULL, w->held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (m < 0 && errno == EINTR) continue;
+        if (m < 0 && errno == EAGAIN) break;
+        if (m <= 0) return -1;
+        w->held -= (size_t)m;
+        w->moved += (unsigned long long)m;
+        progress = 1;
+    }
+    if (w->held == 0 && w->eof && !w->done) {
+        shutdown(w->out, SHUT_WR);
+        w->done = 1;
+        progress = 1;
+    }
+    /* Read only into an empty pipe, as a blocking pump would: a pipe can run out of slots before
+     * bytes, and a socket with data waiting would then wake poll() with nothing to do. */
+    while (!w->eof && w->held == 0) {
+        ssize_t n = splice(w->in, NULL, w->pipe[1], NULL, w->cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        if (n < 0 && errno == EINVAL && !any_moved && !progress) return -2;
+        if (n < 0) return -1;
+        if (n == 0) w->eof = 1;
+        w->held += (size_t)n;
+        progress = 1;
+        break; /* send it on before reading more */
+    }
+    return progress;
+}
+
+static void relay_tcp_pumps(int client, int guest, unsigned long long *sent, unsigned long long *received);
+
 /* Relays until both directions end; *sent counts client->guest bytes, *received guest->client. */
 static void relay_tcp(int client, int guest, unsigned long long *sent, unsigned long long *received) {
+    struct way up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
+    if (open_pipe(&up) < 0) return relay_tcp_pumps(client, guest, sent, received);
+    if (open_pipe(&down) < 0) {
+        close_pipe(&up);
+        return relay_tcp_pumps(client, guest, sent, received);
+    }
+    int flags[2] = {fcntl(client, F_GETFL), fcntl(guest, F_GETFL)};
+    fcntl(client, F_SETFL, flags[0] | O_NONBLOCK);
+    fcntl(guest, F_SETFL, flags[1] | O_NONBLOCK);
+    int broken = 0, unspliceable = 0;
+    while (!(up.done && down.done)) {
+        int a = way_step(&up, up.moved || down.moved), b = a < 0 ? 0 : way_step(&down, up.moved || down.moved);
+        if (a == -2 || b == -2) {
+            unspliceable = 1;
+            break;
+        }
+        if (a < 0 || b < 0) {
+            broken = 1;
+            break;
+        }
+        if (a || b) continue;
+        /* Nothing moved: wait for room or data. A socket nothing is wanted from is left out, or
+         * a hang-up on it would wake this loop for ever. */
+        short want[2] = {0, 0}; /* client, guest */
+        if (!up.eof && up.held == 0) want[0] |= POLLIN;
+        if (up.held > 0) want[1] |= POLLOUT;
+        if (!down.eof && down.held == 0) want[1] |= POLLIN;
+        if (down.held > 0) want[0] |= POLLOUT;
+        struct pollfd pfd[2] = {{.fd = want[0] ? client : -1, .events = want[0]}, {.fd = want[1] ? guest : -1, .events = want[1]}};
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+            broken = 1;
+            break;
+        }
+    }
+    if (broken) {
+        shutdown(client, SHUT_RDWR);
+        shutdown(guest, SHUT_RDWR);
+    }
+    close_pipe(&up);
+    close_pipe(&down);
+    fcntl(client, F_SETFL, flags[0]);
+    fcntl(guest, F_SETFL, flags[1]);
+    if (unspliceable) return relay_tcp_pumps(client, guest, sent, received);
+    if (sent) *sent = up.moved;
+    if (received) *received = down.moved;
+}
+
+/* The same with a pump thread per direction, each blocking (and copying where splice can't). */
+static void relay_tcp_pumps(int client, int guest, unsigned long long *sent, unsigned long long *received) {
     struct pump up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
     struct pump_worker *w = take_pump();
     if (!w) return;

@@ -119,7 +119,7 @@ function alive(pid: number): boolean {
 const threads = (pid: number): number => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 // The relay's main thread, its IPC reader, the acceptor threads it keeps parked between connections
-// (IDLE_MAX) and the pump threads parked for the next connection's second direction (PUMP_IDLE_MAX).
+// (IDLE_MAX) and the pump threads it parks where a connection's bytes are copied (PUMP_IDLE_MAX).
 const PARKED_THREADS_MAX = 1 + 1 + 4 + 4;
 
 async function until(check: () => boolean, ms = 5_000): Promise<void> {
