@@ -43,7 +43,7 @@ folders:
   - { host: ., guest: /home/dev/project }
 env: { GREETING: "hello from the Envfile" }
 provision:
-  - shell: echo "once:$GREETING" >> /var/tmp/provision.log
+  - shell: echo "once:$GREETING" >> /var/tmp/provision.log; echo kept > /tmp/provisioned
     name: first
   - script: setup.sh
     run: always
@@ -146,6 +146,8 @@ describe('env on LXC containers', () => {
   it('provisioned once, always, and never steps as written', async () => {
     const log = await main.env(['exec', '--', 'cat', '/var/tmp/provision.log']);
     expect(log.stdout).toBe('once:hello from the Envfile\nalways:0\n');
+    // Steps run on a booted guest: what they leave in /tmp is not swept away by the boot's cleaning.
+    expect((await main.env(['exec', '--', 'cat', '/tmp/provisioned'])).stdout).toBe('kept\n');
     const file = await main.env(['exec', '--', 'stat', '-c', '%U %s', '/home/dev/notes/notes.txt']);
     expect(file.stdout).toBe(`dev ${'copied by a file step\n'.length}\n`);
     const again = await main.env(['provision']);
