@@ -194,6 +194,21 @@ describe('env on LXC containers', () => {
     await ok(['exec', '--', 'true']);
   });
 
+  it('/tmp starts empty on each boot, and what the first command writes there stays while the guest finishes booting', async () => {
+    const ok = async (args: string[]) => {
+      const r = await main.env(args);
+      expect(r.code, `env ${args.join(' ')}: ${r.stderr}`).toBe(0);
+      return r;
+    };
+    await ok(['exec', '--', 'sh', '-c', 'echo old > /tmp/from-last-boot']);
+    await ok(['halt']);
+    await ok(['up', '--no-provision']);
+    // Right after up, while systemd may still be booting: last boot's file is gone, a new one is written.
+    expect((await ok(['exec', '--', 'sh', '-c', 'ls -A /tmp; echo new > /tmp/first-command'])).stdout).not.toContain('from-last-boot');
+    await main.env(['exec', '--', 'sudo', 'timeout', '60', 'systemctl', 'is-system-running', '--wait']);
+    expect((await ok(['exec', '--', 'cat', '/tmp/first-command'])).stdout).toBe('new\n');
+  });
+
   it('refuses a changed host key instead of trusting it', async () => {
     const { id } = await statusOf(main);
     const known = join(scratch, 'state', 'envbox', 'envs', id, 'known_hosts');
