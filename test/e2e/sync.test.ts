@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -82,6 +82,9 @@ describe('mode: sync folders on an LXC container', () => {
     expect(await guest(`cat ${GUEST}/link.js`)).toBe('module.exports = 1;\n');
     expect(await guest(`stat -c %U ${GUEST}/README`)).toBe('dev\n');
     expect(await guest('cat /var/tmp/provision-saw')).toBe('hello\n');
+    // The copy keeps the host file's mtime (as rsync -t), to the second as stat prints it.
+    const hostSeconds = Math.floor(statSync(join(src, 'lib/deep/code.js')).mtimeMs / 1000);
+    expect(await guest(`stat -c %Y ${GUEST}/lib/deep/code.js`)).toBe(`${hostSeconds}\n`);
     const status = JSON.parse((await env(['status', '--json'])).stdout).env;
     expect(status.folders).toEqual([expect.objectContaining({ guest: GUEST, mode: 'sync', events: 'native', state: 'synced', via: 'helper', pending: 0 })]);
   });
