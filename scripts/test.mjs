@@ -36,7 +36,11 @@ for (const [tier, flags] of tiers) {
       for (const t of file.assertionResults ?? []) {
         if (t.status === 'passed' && t.failureMessages?.length) flaky.push({ tier, where, title: t.fullName, message: t.failureMessages[0] });
       }
-      if (failed.length === 0 && file.status === 'failed') failures.push({ tier, where, title: '(the file itself)', message: file.message ?? '' });
+      // A file that failed outside its tests (a beforeAll, an import) has no failed test: it counts as one.
+      if (failed.length === 0 && file.status === 'failed') {
+        totals.failed++;
+        failures.push({ tier, where, title: '(the file itself: a hook or its loading)', message: file.message || 'no message in the report; the tier log above has it' });
+      }
     }
   } catch {
     status = 1;
