@@ -113,15 +113,20 @@ async function start(spec: GuestSpec, record: MachineRecord, progress: Progress)
   const state = await lxcState(paths, spec.id);
   if (state === 'RUNNING') return;
   if (state === 'FROZEN') return lxcFreeze(paths, spec.id, false);
-  progress.update('preparing the network');
-  // After a reboot the bridge, the table and everything under /run are gone: put them back.
-  const { changes, probe } = await withHostLock(() => ensureNetwork(spec.network.outbound));
-  for (const line of changes) progress.log(line);
-  await setOutbound(machine.bridge, machine.address, spec.network.outbound, probe.table);
-  // A veth left by a container that died without LXC cleaning up would make lxc-start fail.
-  if (probe.links.has(machine.veth)) await run('ip', ['link', 'del', machine.veth]);
-  progress.update('mounting the rootfs');
-  await mountEnv(spec, machine, paths);
+  progress.update('preparing the network and mounting the rootfs');
+  // The two don't depend on each other: done side by side (each is a few commands), both finished before
+  // either's failure is reported, so nothing is still running behind the error.
+  const network = async () => {
+    // After a reboot the bridge, the table and everything under /run are gone: put them back.
+    const { changes, probe } = await withHostLock(() => ensureNetwork(spec.network.outbound));
+    for (const line of changes) progress.log(line);
+    await setOutbound(machine.bridge, machine.address, spec.network.outbound, probe.table);
+    // A veth left by a container that died without LXC cleaning up would make lxc-start fail.
+    if (probe.links.has(machine.veth)) await run('ip', ['link', 'del', machine.veth]);
+  };
+  const [net, mounts] = await Promise.allSettled([network(), mountEnv(spec, machine, paths)]);
+  if (net.status === 'rejected') throw net.reason;
+  if (mounts.status === 'rejected') throw mounts.reason;
   await writeConfig(spec, machine, paths);
   progress.update('starting the container');
   await lxcStart(paths, spec.id);
