@@ -79,6 +79,14 @@ function upSteps(): StepDef<UpContext>[] {
       title: 'Image',
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step, signal) => {
+        // The config cache knows the image's key: a built image is found without parsing its recipe.
+        const { imageKeyFor } = await import('../envfile/cache.js');
+        const key = imageKeyFor(c.env.config);
+        const built = key ? await (await import('../images/store.js')).readImage(key) : undefined;
+        if (built) {
+          c.image = built;
+          return built.name;
+        }
         const { ensureImage } = await import('../images/index.js');
         c.image = await ensureImage(
           c.env.config.image.packages.length ? c.env.config.image : c.env.config.image.from,
@@ -93,7 +101,9 @@ function upSteps(): StepDef<UpContext>[] {
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step) => {
         const { env } = c;
-        const { ensureUserKey, generateHostKey, writeKnownHosts } = await import('../ssh/index.js');
+        // Straight from their modules: ssh/index.js would load the SSH library, which creating needs none of.
+        const { ensureUserKey, generateHostKey } = await import('../ssh/keys.js');
+        const { writeKnownHosts } = await import('../ssh/known-hosts.js');
         const dir = await ensureEnvDir(env.id);
         const userKey = await ensureUserKey(dir);
         const hostKey = await generateHostKey();

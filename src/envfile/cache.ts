@@ -26,7 +26,7 @@ import type { EnvConfig } from './defaults.js';
 import { findEnvfile, MAX_ENVFILE_BYTES } from './find.js';
 
 /** Bumped when the entry's layout changes. */
-const FORMAT = 1;
+const FORMAT = 2;
 
 interface PathStamp {
   path: string;
@@ -34,7 +34,8 @@ interface PathStamp {
   folder: boolean;
 }
 
-type ImageStamp = { kind: 'recipe'; recipes: string; mirror: string } | { kind: 'import'; meta: string; stamp: string };
+/** `key`: the image's cache key, which holds as long as the stamp does (env up looks the image up by it). */
+type ImageStamp = { key: string } & ({ kind: 'recipe'; recipes: string; mirror: string } | { kind: 'import'; meta: string; stamp: string });
 
 interface Entry {
   format: number;
@@ -46,6 +47,14 @@ interface Entry {
 }
 
 export const configCacheDir = () => join(cacheHome(), 'envfiles');
+
+/** The image key of each config this process read through the cache (hit or freshly checked). */
+const imageKeys = new WeakMap<EnvConfig, string>();
+
+/** The cache key of `config`'s image, when `config` came from readEnvfileCached: no recipe parsing to find it. */
+export function imageKeyFor(config: EnvConfig): string | undefined {
+  return imageKeys.get(config);
+}
 
 const uid = () => process.getuid?.() ?? -1;
 const sha256 = (...parts: (string | Buffer)[]) => {
@@ -130,7 +139,9 @@ function readEntry(file: string, key: string): EnvConfig | undefined {
   if (!entry || typeof entry !== 'object' || entry.format !== FORMAT || entry.key !== key) return undefined;
   const config = entry.config;
   if (!config || typeof config !== 'object' || typeof config.name !== 'string' || !Array.isArray(entry.paths) || !entry.image) return undefined;
-  return stillHolds(entry, config) ? config : undefined;
+  if (!stillHolds(entry, config)) return undefined;
+  if (typeof entry.image.key === 'string') imageKeys.set(config, entry.image.key);
+  return config;
 }
 
 /** What the entry for a freshly validated config depends on; undefined when it can't be pinned down. */
@@ -148,11 +159,11 @@ async function entryFor(key: string, config: EnvConfig): Promise<Entry | undefin
   const { resolveImage } = await import('../images/resolve.js');
   const resolved = await resolveImage(config.image.packages.length ? config.image : config.image.from);
   if (resolved.source === 'recipe') {
-    image = { kind: 'recipe', recipes: recipesStamp(), mirror: process.env.ENVBOX_MIRROR ?? '' };
+    image = { key: resolved.key, kind: 'recipe', recipes: recipesStamp(), mirror: process.env.ENVBOX_MIRROR ?? '' };
   } else {
     const { imageDir } = await import('../images/store.js');
     const meta = join(imageDir(resolved.key), 'image.json');
-    image = { kind: 'import', meta, stamp: stampOf(statSync(meta)) };
+    image = { key: resolved.key, kind: 'import', meta, stamp: stampOf(statSync(meta)) };
   }
   return { format: FORMAT, key, config, project: realpathSync(config.projectDir), paths, image };
 }
@@ -204,7 +215,10 @@ export async function readEnvfileCached(explicit: string | undefined, cwd = proc
   trace('envfile: validated');
   if (keyed) {
     const entry = await entryFor(keyed.key, checked.config).catch(() => undefined);
-    if (entry) await writeEntry(file, entry);
+    if (entry) {
+      imageKeys.set(checked.config, entry.image.key);
+      await writeEntry(file, entry);
+    }
   }
   return checked.config;
 }

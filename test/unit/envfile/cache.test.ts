@@ -2,7 +2,8 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cachedConfig, configCacheFile, readEnvfileCached } from '../../../src/envfile/cache.js';
+import { cachedConfig, configCacheFile, imageKeyFor, readEnvfileCached } from '../../../src/envfile/cache.js';
+import { resolveImage } from '../../../src/images/resolve.js';
 import { readEnvfile } from '../../../src/envfile/index.js';
 
 let root: string;
@@ -131,12 +132,25 @@ describe('config cache', () => {
     const meta = { name: 'myimage', key, source: 'import', recipe: null, packages: [], size: 1, created: new Date().toISOString() };
     await writeFile(join(dir, 'image.json'), JSON.stringify(meta));
     await writeFile(envfile, 'name: web\nimage: myimage\n');
-    expect(await readEnvfileCached(envfile)).toMatchObject({ image: { from: 'myimage' } });
+    const config = await readEnvfileCached(envfile);
+    expect(config).toMatchObject({ image: { from: 'myimage' } });
+    expect(imageKeyFor(config)).toBe(key);
     expect(cachedConfig(envfile)).toBeDefined();
 
     await rm(dir, { recursive: true });
     expect(cachedConfig(envfile)).toBeUndefined();
     expect(await expectSameAsUncached()).toContain('Envfile:2:8 image: unknown image "myimage"');
+  });
+
+  it('knows the image key of a config it read, checked or cached, as resolving the image gives it', async () => {
+    await writeFile(envfile, 'name: web\nimage: { from: debian/bookworm, packages: [git] }\n');
+    const want = (await resolveImage({ from: 'debian/bookworm', packages: ['git'] })).key;
+    const checked = await readEnvfileCached(envfile);
+    expect(imageKeyFor(checked)).toBe(want);
+    const hit = await readEnvfileCached(envfile);
+    expect(hit).not.toBe(checked);
+    expect(imageKeyFor(hit)).toBe(want);
+    expect(imageKeyFor(await readEnvfile(envfile))).toBeUndefined();
   });
 
   it('a recipe image misses when ENVBOX_MIRROR changes, and a bad mirror gives the uncached error', async () => {
