@@ -54,7 +54,8 @@ export async function ensureNetwork(outbound: boolean): Promise<{ state: Network
       hint: `unset ENVBOX_BRIDGE or set it to ${state.bridge}`,
     });
   }
-  const seen = await probe(bridge);
+  // Without a network yet (the first env), the host's routes are wanted too: looked at in the same moment.
+  const [seen, inUse] = await Promise.all([probe(bridge), state ? undefined : hostCidrs()]);
   const link = seen.links.get(bridge);
   if (!state) {
     if (link?.addrs.length) {
@@ -62,7 +63,7 @@ export async function ensureNetwork(outbound: boolean): Promise<{ state: Network
         hint: `another envbox state folder uses it: set ENVBOX_BRIDGE to another name, or if nothing uses it: ip link del ${bridge}`,
       });
     }
-    const subnet = pickSubnet(await hostCidrs());
+    const subnet = pickSubnet(inUse ?? (await hostCidrs()));
     state = { bridge, subnet: `${formatIPv4(subnet.addr)}/24`, gateway: gatewayOf(subnet), leases: {} };
     await writeNetwork(state);
   }

@@ -53,6 +53,9 @@ async function releaseReservations(id: string): Promise<void> {
   await releaseSlot(id);
 }
 
+/** Envs this process has just created: their network is in place already, and no veth of theirs can be left. */
+const createdHere = new Set<string>();
+
 async function create(spec: GuestSpec, progress: Progress): Promise<MachineRecord> {
   const paths = envPaths(spec);
   checkGuestUser(spec.user);
@@ -100,6 +103,7 @@ async function create(spec: GuestSpec, progress: Progress): Promise<MachineRecor
     undo.push(() => rm(paths.configDir, { recursive: true, force: true }));
     await writeConfig(spec, machine, paths);
     await setOutbound(machine.bridge, address, spec.network.outbound, table);
+    createdHere.add(spec.id);
     return machine;
   } catch (err) {
     for (const step of undo.reverse()) await step().catch(() => {});
@@ -124,7 +128,10 @@ async function start(spec: GuestSpec, record: MachineRecord, progress: Progress)
     // A veth left by a container that died without LXC cleaning up would make lxc-start fail.
     if (probe.links.has(machine.veth)) await run('ip', ['link', 'del', machine.veth]);
   };
-  const [net, mounts] = await Promise.allSettled([network(), mountEnv(spec, machine, paths)]);
+  // The first start of a container this process has just created (env up of a new env) finds its network as
+  // create left it.
+  const fresh = createdHere.delete(spec.id);
+  const [net, mounts] = await Promise.allSettled([fresh ? undefined : network(), mountEnv(spec, machine, paths)]);
   if (net.status === 'rejected') throw net.reason;
   if (mounts.status === 'rejected') throw mounts.reason;
   await writeConfig(spec, machine, paths);
