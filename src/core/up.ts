@@ -105,8 +105,7 @@ function upSteps(): StepDef<UpContext>[] {
         const { ensureUserKey, generateHostKey } = await import('../ssh/keys.js');
         const { writeKnownHosts } = await import('../ssh/known-hosts.js');
         const dir = await ensureEnvDir(env.id);
-        const userKey = await ensureUserKey(dir);
-        const hostKey = await generateHostKey();
+        const [userKey, hostKey] = await Promise.all([ensureUserKey(dir), generateHostKey()]);
         const spec = guestSpec(env, { rootfs: c.image!.rootfs, authorizedKey: userKey.publicKey, hostKey });
         const machine = await env.provider.create(spec, step);
         c.spec = spec;
