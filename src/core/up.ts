@@ -245,6 +245,7 @@ function needsFolderAgentSync(env: Env): boolean {
 /** What "ready" means for a guest, in order; each says what to look at when it never passes. */
 export function readinessChecks(env: Env) {
   const where = () => sshEndpoint(env);
+  let guestPid: Promise<number | undefined> | undefined;
   return [
     {
       description: 'the guest is running',
@@ -254,7 +255,19 @@ export function readinessChecks(env: Env) {
     {
       description: 'sshd accepts connections',
       hint: `the guest runs but nothing listens on ${where().host}:${where().port}; look at the guest's console log in ${env.dir}`,
-      check: () => tcpReachable(where().host, where().port),
+      check: async () => {
+        const { host, port } = where();
+        // Where envbox can see into the guest's network, it looks at its socket table (no connection to sshd).
+        if (env.provider.netnsPid) {
+          guestPid ??= env.provider.netnsPid(existingSpec(env)).catch(() => undefined);
+          const pid = await guestPid;
+          const { guestListens } = await import('./listening.js');
+          const seen = pid === undefined ? undefined : await guestListens(pid, host, port);
+          if (seen !== undefined) return seen;
+          guestPid = undefined; // no such process (yet, or any more): ask again next time
+        }
+        return tcpReachable(host, port);
+      },
     },
     {
       description: 'the env key logs in',
