@@ -164,9 +164,12 @@ export function startAgent(env: Env): StartedAgent {
   const main = join(packageRoot(), 'dist', 'agent-main.js');
   // A 1 MiB young generation instead of 16, one V8 worker thread, and gc() for agent-main's heap
   // check: the agent's garbage is small, its connections' bytes never enter it, and it runs all day.
-  // Where the netns relay carries every connection (local containers), the agent's JavaScript is
-  // control only: without the optimizing compiler its bursts of compiles (~5 MB each) never happen.
-  const controlOnly = env.provider.capabilities.netns ? ['--no-opt'] : [];
+  // Where the netns relay carries every connection (local containers) and no folder is copied or
+  // replayed by the agent, its JavaScript is control only: without the optimizing compiler its
+  // bursts of compiles (~5 MB each) never happen. Syncing a folder is the agent's own work, and
+  // runs about twice as fast optimized.
+  const agentSyncs = folderSpecs(env).some((f) => f.mode === 'sync' || f.events === 'replayed');
+  const controlOnly = env.provider.capabilities.netns && !agentSyncs ? ['--no-opt'] : [];
   const flags = ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc', ...controlOnly];
   const child = spawn(process.execPath, [...flags, main, 'agent', env.dir], {
     detached: true,

@@ -5,7 +5,7 @@ import { Readable, Writable } from 'node:stream';
 import type { Client } from 'ssh2';
 import type { Output, Step } from '../cli/output.js';
 import type { ProvisionStep } from '../envfile/index.js';
-import { exec, shellQuote } from '../ssh/index.js';
+import { exec, execCapture, shellQuote } from '../ssh/index.js';
 import { EnvboxError } from '../util/errors.js';
 import type { Env } from './env.js';
 import { guestEnvironment, openSession } from './session.js';
@@ -15,6 +15,9 @@ import { writeJsonAtomic } from './state.js';
 interface ProvisionRecord {
   done: Record<string, string>;
 }
+
+/** Waits (60 s at most) until systemd says start-up is over, whatever its verdict; a guest without systemd goes on at once. */
+const BOOTED = 'if command -v systemctl >/dev/null 2>&1; then timeout 60 systemctl is-system-running --wait >/dev/null 2>&1; fi; exit 0';
 
 const recordFile = (env: Env) => join(env.dir, 'provision.json');
 
@@ -60,6 +63,10 @@ export async function provisionEnv(env: Env, out: Output, progress: Step | undef
   const client = await openSession(env);
   const record = await readDone(env);
   try {
+    // SSH answers before the guest has finished booting (sshd starts early); steps run on a booted
+    // system, as on any machine, not while systemd-tmpfiles still empties /tmp.
+    progress?.update('waiting for the guest to finish booting');
+    await execCapture(client, BOOTED);
     for (const step of steps) {
       progress?.update(step.name);
       const code = await runStep(env, client, step, out);
@@ -90,10 +97,11 @@ async function runStep(env: Env, client: Client, step: ProvisionStep, out: Outpu
     return exec(client, cmd, { ...io, stdin: Readable.from([data]) });
   }
   const script = step.kind === 'shell' ? step.script : await readFile(step.path, 'utf8');
-  // The script goes in on stdin to a private temp file, runs as root from the user's home, and is removed.
+  // The script goes in on stdin to a private temp file in /run (root's, never emptied by boot-time
+  // cleaning), runs as root from the user's home, and is removed.
   const runner = [
     'set -e',
-    'f=$(mktemp /tmp/envbox-provision.XXXXXX)',
+    'f=$(mktemp /run/envbox-provision.XXXXXX)',
     'trap \'rm -f "$f"\' EXIT',
     'cat > "$f"',
     'chmod 0700 "$f"',

@@ -90,8 +90,12 @@ export function coalesce(events: readonly RawEvent[], known: Known): Change[] {
     gone.delete(r.to);
   }
   // Children that moved with a renamed directory need nothing of their own.
-  const dirRenames = renames.filter((r) => r.type === 'dir');
-  renames = renames.filter((r) => !dirRenames.some((d) => d !== r && under(r.from, d.from) && r.to === d.to + r.from.slice(d.from.length)));
+  const allDirRenames = renames.filter((r) => r.type === 'dir');
+  const dirRenames = new Map<string, string[]>();
+  for (const r of renames) if (r.type === 'dir') dirRenames.set(r.from, [...(dirRenames.get(r.from) ?? []), r.to]);
+  const implied = (r: { from: string; to: string }) =>
+    ancestors(r.from).some((dir) => dirRenames.get(dir)?.some((to) => r.to === to + r.from.slice(dir.length)) ?? false);
+  renames = renames.filter((r) => !implied(r));
   // A file modified after its directory moved is still a modify, under its new path: kept as is.
 
   // Replaced in place by another file (an editor's atomic save): new content at the same path.
@@ -110,10 +114,10 @@ export function coalesce(events: readonly RawEvent[], known: Known): Change[] {
   }
 
   const changes: Change[] = ordered.renames.map((r) => ({ kind: 'rename', path: r.from, to: r.to, type: r.type }));
-  const deletes = [...gone.keys()].sort();
-  for (const rel of deletes) {
-    if (deletes.some((d) => d !== rel && gone.get(d)!.type === 'dir' && under(rel, d))) continue;
-    changes.push({ kind: 'delete', path: rel, type: gone.get(rel)!.type });
+  const goneDirs = new Set([...gone].filter(([, st]) => st.type === 'dir').map(([rel]) => rel));
+  const inGoneDir = (rel: string) => ancestors(rel).some((dir) => goneDirs.has(dir));
+  for (const rel of [...gone.keys()].sort()) {
+    if (!inGoneDir(rel)) changes.push({ kind: 'delete', path: rel, type: gone.get(rel)!.type });
   }
   const created = [...born.entries()].sort(([x], [y]) => depth(x) - depth(y) || (x < y ? -1 : 1));
   for (const [rel, st] of created) if (st.type === 'dir') changes.push({ kind: 'create', path: rel, type: 'dir' });
@@ -125,8 +129,10 @@ export function coalesce(events: readonly RawEvent[], known: Known): Change[] {
     if (a) known.set(rel, a);
     else known.delete(rel);
   }
-  // Moved directories take their known children with them; deleted ones drop them.
-  for (const r of dirRenames) {
+  // Moved directories take their known children with them (a move inside one that moved with its
+  // parent changes nothing more); deleted ones drop them.
+  for (const r of allDirRenames) {
+    if (implied(r)) continue;
     for (const [rel, st] of [...known]) {
       if (under(rel, r.from) && !touched.has(rel)) {
         known.delete(rel);
@@ -134,26 +140,66 @@ export function coalesce(events: readonly RawEvent[], known: Known): Change[] {
       }
     }
   }
-  for (const [rel, st] of gone) {
-    if (st.type !== 'dir') continue;
-    for (const k of [...known.keys()]) if (under(k, rel) && !touched.has(k)) known.delete(k);
-  }
+  if (goneDirs.size) for (const k of [...known.keys()]) if (!touched.has(k) && inGoneDir(k)) known.delete(k);
   return changes;
 }
 
 export const under = (path: string, dir: string) => path.startsWith(`${dir}/`);
 const depth = (rel: string) => rel.split('/').length;
 
-/** Orders renames so none overwrites a path another still has to move away; cycles are returned as broken. */
+/** The folders above a relative path, nearest first: a/b/c → a/b, a. */
+function ancestors(rel: string): string[] {
+  const out: string[] = [];
+  for (let i = rel.lastIndexOf('/'); i > 0; i = rel.lastIndexOf('/', i - 1)) out.push(rel.slice(0, i));
+  return out;
+}
+
+/**
+ * Orders renames so none overwrites a path another still has to move away; cycles are returned as
+ * broken. Of the renames free to go, the earliest goes first (so the order is the events' order where
+ * nothing forces another): a min-heap of free positions, each rename freeing those that move onto
+ * the path it leaves.
+ */
 function orderRenames(renames: { from: string; to: string; type: EntryType }[]) {
-  const pending = [...renames];
+  const leaving = new Map<string, number>();
+  const onto = new Map<string, number[]>();
+  renames.forEach((r, i) => {
+    leaving.set(r.from, (leaving.get(r.from) ?? 0) + 1);
+    onto.set(r.to, [...(onto.get(r.to) ?? []), i]);
+  });
+  const heap: number[] = [];
+  const push = (i: number) => {
+    heap.push(i);
+    for (let c = heap.length - 1, p = (c - 1) >> 1; c > 0 && heap[p]! > heap[c]!; c = p, p = (c - 1) >> 1) [heap[p], heap[c]] = [heap[c]!, heap[p]!];
+  };
+  const pop = () => {
+    const top = heap[0]!;
+    const last = heap.pop()!;
+    if (heap.length) {
+      heap[0] = last;
+      for (let p = 0; ; ) {
+        const l = 2 * p + 1;
+        const m = l + 1 < heap.length && heap[l + 1]! < heap[l]! ? l + 1 : l;
+        if (l >= heap.length || heap[p]! <= heap[m]!) break;
+        [heap[p], heap[m]] = [heap[m]!, heap[p]!];
+        p = m;
+      }
+    }
+    return top;
+  };
+  renames.forEach((r, i) => (leaving.get(r.to) ?? 0) === 0 && push(i));
+  const done = new Set<number>();
   const out: typeof renames = [];
-  while (pending.length) {
-    const i = pending.findIndex((r) => !pending.some((o) => o !== r && o.from === r.to));
-    if (i < 0) break;
-    out.push(...pending.splice(i, 1));
+  while (heap.length) {
+    const i = pop();
+    const r = renames[i]!;
+    done.add(i);
+    out.push(r);
+    const left = leaving.get(r.from)! - 1;
+    leaving.set(r.from, left);
+    if (left === 0) for (const j of onto.get(r.from) ?? []) if (!done.has(j)) push(j);
   }
-  return { renames: out, broken: pending };
+  return { renames: out, broken: renames.filter((_, i) => !done.has(i)) };
 }
 
 /** More changes than this in one folder and one batch become a single rescan of the folder (replay only). */

@@ -47,27 +47,22 @@ export class SyncFolder {
     this.host = new HostFolder(hostRoot);
   }
 
-  /** Copies a host file or symlink as it is now; a path gone since the event needs nothing (its delete follows). */
+  /** Copies a host file, folder or symlink as it is now; a path gone since the event needs nothing (its delete follows). */
   private async send(ops: GuestOps, rel: string): Promise<void> {
-    const st = await this.host.stat(rel);
-    if (!st) return;
-    if (st.type === 'symlink') {
-      const target = await this.host.readLink(rel);
-      if (target !== undefined) await ops.symlink(this.root, rel, target);
-      return;
-    }
-    if (st.type === 'dir') return ops.mkdir(this.root, rel, st.mode);
-    const file = await this.host.openFile(rel);
-    if (!file) return;
+    const entry = await this.host.entry(rel);
+    if (!entry) return;
+    if (entry.type === 'symlink') return ops.symlink(this.root, rel, entry.target);
+    if (entry.type === 'dir') return ops.mkdir(this.root, rel, entry.mode);
     try {
-      await ops.write(this.root, rel, file);
+      await ops.write(this.root, rel, entry.file);
     } finally {
-      await file.close();
+      await entry.file.close();
     }
   }
 
   async apply(ops: GuestOps, changes: readonly Change[]): Promise<ApplyReport> {
     const report: ApplyReport = { done: 0, failed: [] };
+    this.host.fresh();
     for (const c of changes) {
       if (c.kind !== 'rename') continue;
       try {
@@ -103,6 +98,7 @@ export class SyncFolder {
 
   /** The initial copy: scan, LIST, diff, then remove/mkdir/write/symlink/chmod. */
   async initial(ops: GuestOps, progress: (done: number, total: number) => void): Promise<ApplyReport & { rejected: string[]; skipped: number }> {
+    this.host.fresh();
     const [hostTree, guestTree] = await Promise.all([scanHost(this.host.root, this.ignored), ops.list(this.root)]);
     const plan = planInitialSync(hostTree, guestTree, this.ignored);
     const report: ApplyReport = { done: 0, failed: [] };

@@ -4,15 +4,24 @@
  * so a steady stream still flows), then folded by coalesce(). The watcher never follows symlinks and
  * never descends into ignored folders. Stats are taken again with lstat rather than trusted from
  * chokidar, so a symlink is a symlink and a path gone by the time it is looked at is a delete.
+ * chokidar drops a second change to one file within 50 ms of the first (an editor that writes twice,
+ * a build step that rewrites its output), so every changed file is looked at again RECHECK_MS after
+ * its last reported change, and a difference is reported as a change of its own.
  */
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
-import { coalesce, type Change, type Known, type RawEvent } from './coalesce.js';
+import { coalesce, type Change, type EntryStat, type Known, type RawEvent } from './coalesce.js';
 import { entryStat, scanHost } from './hostfs.js';
 import { hostRelative } from './paths.js';
 
 const UNLINK_HOLD_MS = 250;
+/** chokidar passes on one change per file in 50 ms and drops the rest: a changed file is looked at again after that. */
+const RECHECK_MS = 70;
+
+function sameEntry(a: EntryStat | undefined, b: EntryStat): boolean {
+  return a !== undefined && a.type === b.type && a.ino === b.ino && a.mtimeMs === b.mtimeMs && a.size === b.size && a.mode === b.mode;
+}
 
 export interface WatcherOptions {
   root: string;
@@ -32,6 +41,7 @@ export class FolderWatcher {
   private timer: NodeJS.Timeout | undefined;
   private chain = Promise.resolve();
   private ready = false;
+  private rechecks = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly opts: WatcherOptions) {}
 
@@ -48,7 +58,11 @@ export class FolderWatcher {
         return rel !== undefined && ignored(rel, stats?.isDirectory() ?? false);
       },
     });
-    for (const kind of ['add', 'addDir', 'change'] as const) this.watcher.on(kind, (path: string) => this.onRaw(path, false));
+    for (const kind of ['add', 'addDir'] as const) this.watcher.on(kind, (path: string) => this.onRaw(path, false));
+    this.watcher.on('change', (path: string) => {
+      this.onRaw(path, false);
+      this.recheckLater(path);
+    });
     for (const kind of ['unlink', 'unlinkDir'] as const) this.watcher.on(kind, (path: string) => this.onRaw(path, true));
     this.watcher.on('error', (err) => this.opts.onError(err as Error));
     return new Promise((resolve) =>
@@ -78,8 +92,7 @@ export class FolderWatcher {
       const missed: RawEvent[] = [];
       for (const rel of known.keys()) if (!scan.has(rel)) missed.push({ kind: 'unlink', rel });
       for (const [rel, st] of scan) {
-        const k = known.get(rel);
-        if (!k || k.type !== st.type || k.ino !== st.ino || k.mtimeMs !== st.mtimeMs || k.size !== st.size || k.mode !== st.mode) missed.push({ kind: 'add', rel, stat: st });
+        if (!sameEntry(known.get(rel), st)) missed.push({ kind: 'add', rel, stat: st });
       }
       if (missed.length && this.raw.length === 0) this.first = Date.now();
       this.raw.push(...missed);
@@ -105,6 +118,8 @@ export class FolderWatcher {
 
   async close(): Promise<void> {
     clearTimeout(this.timer);
+    for (const t of this.rechecks.values()) clearTimeout(t);
+    this.rechecks.clear();
     await this.watcher?.close();
   }
 
@@ -127,6 +142,29 @@ export class FolderWatcher {
       this.raw.push(event);
       this.schedule();
     });
+  }
+
+  /** Looks at a changed file again once chokidar's 50 ms would have swallowed a second change. */
+  private recheckLater(path: string): void {
+    const rel = hostRelative(this.opts.root, path);
+    if (rel === undefined) return;
+    clearTimeout(this.rechecks.get(rel));
+    const timer = setTimeout(() => {
+      this.rechecks.delete(rel);
+      this.chain = this.chain.then(async () => {
+        if (!this.ready) return;
+        const st = await lstat(join(this.opts.root, rel)).catch(() => undefined);
+        const now = st && entryStat(st);
+        const was = this.pendingKnown().get(rel);
+        // A file gone meanwhile is chokidar's to report (its unlink is not throttled).
+        if (!now || sameEntry(was, now)) return;
+        if (this.raw.length === 0) this.first = Date.now();
+        this.raw.push({ kind: was ? 'change' : 'add', rel, stat: now });
+        this.schedule();
+      });
+    }, RECHECK_MS);
+    timer.unref();
+    this.rechecks.set(rel, timer);
   }
 
   private schedule(): void {

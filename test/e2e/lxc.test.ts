@@ -43,7 +43,7 @@ folders:
   - { host: ., guest: /home/dev/project }
 env: { GREETING: "hello from the Envfile" }
 provision:
-  - shell: echo "once:$GREETING" >> /var/tmp/provision.log
+  - shell: echo "once:$GREETING" >> /var/tmp/provision.log; echo kept > /tmp/provisioned
     name: first
   - script: setup.sh
     run: always
@@ -146,6 +146,8 @@ describe('env on LXC containers', () => {
   it('provisioned once, always, and never steps as written', async () => {
     const log = await main.env(['exec', '--', 'cat', '/var/tmp/provision.log']);
     expect(log.stdout).toBe('once:hello from the Envfile\nalways:0\n');
+    // Steps run on a booted guest: what they leave in /tmp is not swept away by the boot's cleaning.
+    expect((await main.env(['exec', '--', 'cat', '/tmp/provisioned'])).stdout).toBe('kept\n');
     const file = await main.env(['exec', '--', 'stat', '-c', '%U %s', '/home/dev/notes/notes.txt']);
     expect(file.stdout).toBe(`dev ${'copied by a file step\n'.length}\n`);
     const again = await main.env(['provision']);
@@ -190,6 +192,21 @@ describe('env on LXC containers', () => {
     expect(refused.stderr).toContain('is not running');
     await ok(['resume']);
     await ok(['exec', '--', 'true']);
+  });
+
+  it('/tmp starts empty on each boot, and what the first command writes there stays while the guest finishes booting', async () => {
+    const ok = async (args: string[]) => {
+      const r = await main.env(args);
+      expect(r.code, `env ${args.join(' ')}: ${r.stderr}`).toBe(0);
+      return r;
+    };
+    await ok(['exec', '--', 'sh', '-c', 'echo old > /tmp/from-last-boot']);
+    await ok(['halt']);
+    await ok(['up', '--no-provision']);
+    // Right after up, while systemd may still be booting: last boot's file is gone, a new one is written.
+    expect((await ok(['exec', '--', 'sh', '-c', 'ls -A /tmp; echo new > /tmp/first-command'])).stdout).not.toContain('from-last-boot');
+    await main.env(['exec', '--', 'sudo', 'timeout', '60', 'systemctl', 'is-system-running', '--wait']);
+    expect((await ok(['exec', '--', 'cat', '/tmp/first-command'])).stdout).toBe('new\n');
   });
 
   it('refuses a changed host key instead of trusting it', async () => {

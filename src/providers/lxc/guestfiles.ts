@@ -125,6 +125,14 @@ export const NOLOGIN_TMPFILES_PATH = '/etc/tmpfiles.d/systemd-nologin.conf';
 export const NOLOGIN_TMPFILES = '# envbox: no /run/nologin while the guest boots; the env user may log in as soon as sshd runs\n';
 
 /**
+ * Overrides the image's tmp.conf ("D /tmp": emptied by systemd-tmpfiles during boot). With sshd up
+ * early, that would remove what the first commands write to /tmp; envbox empties /tmp before the
+ * guest starts instead (emptyGuestTmp), so the boot only makes sure it is there.
+ */
+export const TMP_TMPFILES_PATH = '/etc/tmpfiles.d/tmp.conf';
+export const TMP_TMPFILES = '# envbox: /tmp is emptied before the guest starts, not while it boots (sshd answers early)\nd /tmp 1777 root root -\n';
+
+/**
  * systemd generators that have nothing to find in a container (encrypted, verity and integrity block
  * devices, GPT auto-mounts, hibernation, offline updates, kernel command-line switches: the command line
  * is the host's), masked in /etc/systemd/system-generators. systemd runs every generator before it starts

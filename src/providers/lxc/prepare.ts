@@ -15,6 +15,8 @@ import {
   networkdUnit,
   NOLOGIN_TMPFILES,
   NOLOGIN_TMPFILES_PATH,
+  TMP_TMPFILES,
+  TMP_TMPFILES_PATH,
   passwdWithUser,
   resolvConf,
   shadowWithUser,
@@ -196,6 +198,7 @@ export async function prepareGuest(
   if (await exists(fs, '/lib/systemd/system/ssh.service')) {
     await writeGuest(fs, SSHD_UNIT_DROPIN_PATH, sshdUnitDropIn(), ROOT(0o644));
     await writeGuest(fs, NOLOGIN_TMPFILES_PATH, NOLOGIN_TMPFILES, ROOT(0o644));
+    await writeGuest(fs, TMP_TMPFILES_PATH, TMP_TMPFILES, ROOT(0o644));
   }
 
   // Shared folders' mount points: LXC would create missing parents as root, leaving the user unable to

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
+import { chown, lstat, mkdir, readdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EnvboxError } from '../../util/errors.js';
 import { run, runOk } from '../../util/exec.js';
@@ -110,6 +110,7 @@ export async function mountEnv(spec: GuestSpec, machine: LxcMachine, paths: EnvP
       await mkdir(target, { recursive: true });
       if (!mounted.has(target)) await runOk('mount', ['--bind', folder.host, target], { code: 'FOLDER_MOUNT', what: `mounting ${folder.host}` });
     }
+    await emptyGuestTmp(paths.rootfs);
     return;
   }
   const helper = await idmountHelper();
@@ -132,6 +133,20 @@ export async function mountEnv(spec: GuestSpec, machine: LxcMachine, paths: EnvP
     if (!mounted.has(target)) await idmappedBind(helper, host, target, folderMountMap(machine.idmapBase, spec.user), false);
   };
   await Promise.all([rootfs(), ...spec.folders.map((f, index) => folder(f.host, index))]);
+  await emptyGuestTmp(paths.rootfs);
+}
+
+/**
+ * Empties the guest's /tmp before it boots, as systemd-tmpfiles would early in boot (the guest's
+ * tmp.conf is changed to leave it to envbox): sshd answers before that point, and a file the first
+ * command wrote there would be swept away. The guest is not running, so nothing moves meanwhile; a
+ * /tmp that is not a real folder (a symlink the guest made) is left alone, never followed.
+ */
+export async function emptyGuestTmp(rootfs: string): Promise<void> {
+  const tmp = join(rootfs, 'tmp');
+  const st = await lstat(tmp).catch(() => undefined);
+  if (!st?.isDirectory()) return;
+  for (const name of await readdir(tmp)) await rm(join(tmp, name), { recursive: true, force: true });
 }
 
 /** A mount something still holds (a shell cd'ed into it) is detached now and freed when let go. */

@@ -104,6 +104,47 @@ describe('coalescing', () => {
     ]);
   });
 
+  it('orders a long chain, and keeps the events\' order for renames nothing holds up', () => {
+    const known: Known = new Map([['a', file(1)], ['b', file(2)], ['c', file(3)], ['x', file(9)], ['y', file(8)]]);
+    // mv c d; mv b c; mv a b: the guest must get them in an order where no rename lands on a path still to move.
+    const events = [unlink('x'), add('x2', file(9)), unlink('c'), add('d', file(3)), unlink('b'), add('c', file(2)), unlink('a'), add('b', file(1)), unlink('y'), add('y2', file(8))];
+    expect(coalesce(events, known).map((c) => (c.kind === 'rename' ? `${c.path}>${c.to}` : c.kind))).toEqual(['x>x2', 'c>d', 'b>c', 'a>b', 'y>y2']);
+  });
+
+  it('a moved tree is one rename, but a folder moved out of it in the same burst is a rename of its own', () => {
+    const known: Known = new Map([
+      ['t', dir(1)],
+      ['t/a', dir(2)],
+      ['t/a/f', file(3)],
+      ['t/b', dir(4)],
+      ['t/b/g', file(5)],
+    ]);
+    const events = [unlink('t/a/f'), unlink('t/a'), unlink('t/b/g'), unlink('t/b'), unlink('t'), add('u', dir(1)), add('u/a', dir(2)), add('u/a/f', file(3)), add('elsewhere', dir(4)), add('elsewhere/g', file(5))];
+    const changes = coalesce(events, known);
+    expect(changes.map((c) => (c.kind === 'rename' ? `${c.path}>${c.to}` : c.kind))).toEqual(['t>u', 't/b>elsewhere']);
+    expect([...known.keys()].sort()).toEqual(['elsewhere', 'elsewhere/g', 'u', 'u/a', 'u/a/f']);
+  });
+
+  it('10,000 files renamed in one burst are 10,000 renames; a tree of 1,000 folders deleted is one delete', () => {
+    const known: Known = new Map([['src', dir(1)]]);
+    for (let i = 0; i < 10_000; i++) known.set(`src/f${i}.js`, file(10 + i));
+    const renames = coalesce(
+      Array.from({ length: 10_000 }, (_, i) => [unlink(`src/f${i}.js`), add(`src/f${i}.ts`, file(10 + i))]).flat(),
+      known,
+    );
+    expect(renames).toHaveLength(10_000);
+    expect(renames.every((c, i) => c.kind === 'rename' && c.path === `src/f${i}.js` && c.to === `src/f${i}.ts`)).toBe(true);
+
+    const tree: Known = new Map([['t', dir(1)]]);
+    for (let d = 0; d < 1_000; d++) {
+      tree.set(`t/d${d}`, dir(100_000 + d));
+      for (let f = 0; f < 5; f++) tree.set(`t/d${d}/f${f}`, file(200_000 + d * 10 + f));
+    }
+    const gone = [...tree.keys()].reverse().map(unlink);
+    expect(coalesce(gone, tree)).toEqual([{ kind: 'delete', path: 't', type: 'dir' }]);
+    expect(tree.size).toBe(0);
+  });
+
   it('a swap (a cycle) falls back to deletes and creates', () => {
     const known: Known = new Map([['a', file(1)], ['b', file(2)]]);
     const changes = coalesce([unlink('a'), unlink('b'), add('a', file(2)), add('b', file(1))], known);

@@ -165,10 +165,37 @@ describe('mode: sync folders against a fake guest', () => {
     await writeFile(join(outside, 'secret'), 'secret');
     await symlink(outside, join(host, 'out'));
     const folder = new HostFolder(host);
-    await expect(folder.openFile('out/secret')).rejects.toThrow(/leads out of the folder/);
+    await expect(folder.entry('out/secret')).rejects.toThrow(/leads out of the folder/);
     await symlink(join(outside, 'secret'), join(host, 'direct'));
-    expect(await folder.openFile('direct')).toBeUndefined();
+    expect(await folder.entry('direct')).toEqual({ type: 'symlink', target: join(outside, 'secret') });
     expect(lstatSync(join(host, 'direct')).isSymbolicLink()).toBe(true);
+
+    // A parent found inside the folder and then swapped for a symlink is refused in the next batch.
+    await mkdir(join(host, 'sub'));
+    await writeFile(join(host, 'sub/secret'), 'mine');
+    const mine = await folder.entry('sub/secret');
+    expect(mine?.type).toBe('file');
+    if (mine?.type === 'file') await mine.file.close();
+    await rm(join(host, 'sub'), { recursive: true });
+    await symlink(outside, join(host, 'sub'));
+    folder.fresh();
+    await expect(folder.entry('sub/secret')).rejects.toThrow(/leads out of the folder/);
+  });
+
+  it('tells files, folders and symlinks apart with one open, and skips what is none of them', async () => {
+    const folder = new HostFolder(host);
+    await mkdir(join(host, 'd'), { mode: 0o750 });
+    await writeFile(join(host, 'f'), 'data', { mode: 0o640 });
+    await symlink('f', join(host, 'l'));
+    const f = await folder.entry('f');
+    expect(f?.type === 'file' && { size: f.file.size, mode: f.file.mode }).toEqual({ size: 4, mode: 0o640 });
+    if (f?.type === 'file') await f.file.close();
+    expect(await folder.entry('d')).toEqual({ type: 'dir', mode: 0o750 });
+    expect(await folder.entry('l')).toEqual({ type: 'symlink', target: 'f' });
+    expect(await folder.entry('missing')).toBeUndefined();
+    expect(await folder.entry('f/below-a-file')).toBeUndefined();
+    // A file whose folder went away before the copy got to it: nothing to copy (its delete follows).
+    expect(await folder.entry('gone-folder/x')).toBeUndefined();
   });
 });
 

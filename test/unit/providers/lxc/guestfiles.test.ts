@@ -8,6 +8,8 @@ import {
   resolvConf,
   shadowWithUser,
   NOLOGIN_TMPFILES,
+  TMP_TMPFILES,
+  TMP_TMPFILES_PATH,
   sshdDropIn,
   sshdUnitDropIn,
   sudoersFor,
@@ -101,6 +103,12 @@ describe('sshd starts early in boot', () => {
   it('overrides the /run/nologin rule with one that holds no entry', () => {
     const entries = NOLOGIN_TMPFILES.split('\n').filter((l) => l.trim() && !l.startsWith('#'));
     expect(entries).toEqual([]);
+  });
+
+  it("overrides the image's tmp.conf: /tmp is made at boot, never emptied during it", () => {
+    expect(TMP_TMPFILES_PATH).toBe('/etc/tmpfiles.d/tmp.conf');
+    const entries = TMP_TMPFILES.split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+    expect(entries).toEqual(['d /tmp 1777 root root -']);
   });
 });
 
