@@ -5,7 +5,8 @@
  *   envbox-guest --version                 prints "envbox-guest 1"
  *
  * It replays host file events on shared folders (EVENTS) so guest inotify watchers react, and applies
- * sync-mode changes (WRITE/MKDIR/SYMLINK/REMOVE/RENAME/CHMOD) and listings (LIST) beneath its roots.
+ * sync-mode changes (WRITE/WRITE_T/MKDIR/SYMLINK/REMOVE/RENAME/CHMOD) and listings (LIST) beneath its
+ * roots. WRITE_T is a WRITE that also sets the file's mtime; HELLO's feature bit 2 says it is understood.
  *
  * Frame: u32 len (big-endian, bytes after it) | u8 op | u32 id | payload. Strings are u16 len + bytes.
  * Every path is resolved beneath its root: the parent with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS),
@@ -41,8 +42,12 @@
 
 enum {
   OP_HELLO = 0x01, OP_EVENTS = 0x02, OP_WRITE = 0x10, OP_APPEND = 0x11, OP_MKDIR = 0x12, OP_SYMLINK = 0x13,
-  OP_REMOVE = 0x14, OP_RENAME = 0x15, OP_CHMOD = 0x16, OP_LIST = 0x17, OP_PING = 0x20, OP_OK = 0x80, OP_ERR = 0x81,
+  OP_REMOVE = 0x14, OP_RENAME = 0x15, OP_CHMOD = 0x16, OP_LIST = 0x17, OP_WRITE_T = 0x18, OP_PING = 0x20,
+  OP_OK = 0x80, OP_ERR = 0x81,
 };
+/* HELLO's feature bits: --watch is on; WRITE_T (a WRITE that also sets the file's mtime) is understood. */
+#define FEATURE_WATCH 1u
+#define FEATURE_MTIME 2u
 enum { EV_MODIFY = 1, EV_CREATE = 2, EV_MKDIR = 3, EV_DELETE = 4, EV_RENAME = 5, EV_RESCAN = 6 };
 
 static int root_fd[MAX_ROOTS];
@@ -196,6 +201,7 @@ static unsigned get_u8(struct frame *f) {
 }
 static unsigned get_u16(struct frame *f) { unsigned a = get_u8(f); return a << 8 | get_u8(f); }
 static uint32_t get_u32(struct frame *f) { uint32_t a = get_u16(f); return a << 16 | get_u16(f); }
+static uint64_t get_u64(struct frame *f) { uint64_t a = get_u32(f); return a << 32 | get_u32(f); }
 /* A string copied out NUL-terminated into dst (cap bytes); too long or containing NUL marks the frame bad. */
 static void get_str(struct frame *f, char *dst, size_t cap) {
   size_t n = get_u16(f);
@@ -727,11 +733,14 @@ static void write_cleanup(void) {
   if (write_dirfd >= 0) unlinkat(write_dirfd, write_tmp, 0);
 }
 
-static void op_write(struct frame *f) {
+/* WRITE, or WRITE_T (with_mtime): the same, with a u64 mtime in nanoseconds after the mode, set on the
+ * file before it is renamed into place (so the guest's copy keeps the host file's time, as rsync -t). */
+static void op_write(struct frame *f, int with_mtime) {
   char path[MAX_PATH_LEN + 1], tmp[32];
   uint32_t id = f->id;
   int root = get_root_path(f, "WRITE", path, 0);
   uint32_t mode = get_u32(f);
+  uint64_t mtime_ns = with_mtime ? get_u64(f) : 0;
   unsigned more = get_u8(f);
   int err = 0, fd = -1, dirfd = -1, created = 0;
   const char *name = NULL;
@@ -771,6 +780,10 @@ static void op_write(struct frame *f) {
   write_dirfd = -1;
   if (err == -1) goto out;
   if (!err && fchmod(fd, mode & 07777) < 0) err = errno;
+  if (!err && with_mtime) {
+    struct timespec times[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = (time_t)(mtime_ns / 1000000000u), .tv_nsec = (long)(mtime_ns % 1000000000u)}};
+    if (futimens(fd, times) < 0) err = errno;
+  }
   if (fd >= 0 && close(fd) < 0 && !err) err = errno;
   fd = -1;
   if (!err && renameat(dirfd, tmp, dirfd, name) < 0) err = errno;
@@ -981,7 +994,7 @@ static void op_hello(struct frame *f) {
   if (uname(&u) < 0) strcpy(u.machine, "unknown");
   reply_begin(OP_OK, f->id);
   put_u16(PROTO_VERSION);
-  put_u32(watching ? 1 : 0);
+  put_u32((watching ? FEATURE_WATCH : 0) | FEATURE_MTIME);
   put_str(u.machine, strlen(u.machine));
   reply_end();
 }
@@ -992,7 +1005,8 @@ static int serve(void) {
     switch (f.op) {
     case OP_HELLO: op_hello(&f); break;
     case OP_EVENTS: op_events(&f); break;
-    case OP_WRITE: op_write(&f); break;
+    case OP_WRITE: op_write(&f, 0); break;
+    case OP_WRITE_T: op_write(&f, 1); break;
     case OP_MKDIR: op_mkdir(&f); break;
     case OP_SYMLINK: op_symlink(&f); break;
     case OP_REMOVE: op_remove(&f); break;

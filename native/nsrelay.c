@@ -27,12 +27,16 @@
  *   TCP: then raw bytes both ways; EOF on one side becomes shutdown(SHUT_WR) on the other.
  *   UDP: then datagrams both ways, each framed as a 2-byte big-endian length + payload.
  *
- * Started by Node with an IPC channel (NODE_CHANNEL_FD), it also takes accepted host connections
- * themselves and serves them entirely, SOCKS5 handshake included: see "connections handed over".
+ * Started by Node with an IPC channel (NODE_CHANNEL_FD), it serves the agent's host ports
+ * entirely, SOCKS5 handshake included: the agent hands over each listening socket once and the
+ * relay's threads accept on it (see "listeners handed over"), so a connect costs no hop through the
+ * agent's event loop, no IPC message and no thread start. Single accepted connections can be handed
+ * over too (see "connections handed over"), for the moments the agent accepts itself.
  *
- * Threads wait in accept() and serve what they take (a few stay parked between connections);
- * a TCP connection has one more thread for its second direction. Bytes move with splice(2)
- * through 1 MiB pipes (small buffers cap a relay at ~480 MiB/s, 1 MiB reaches ~3 GiB/s).
+ * Threads wait in accept() (or epoll, for a handed-over listener) and serve what they take (a few
+ * stay parked between connections), both directions of a TCP connection on the one thread. Bytes
+ * move with splice(2) through 1 MiB pipes (small buffers cap a relay at ~480 MiB/s, 1 MiB reaches
+ * ~3 GiB/s); where splicing can't be done, a parked pump thread per direction copies instead.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -51,6 +55,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -410,18 +416,217 @@ static void *pump_run(void *arg) {
     return NULL;
 }
 
-/* Relays until both directions end; *sent counts client->guest bytes, *received guest->client. */
-static void relay_tcp(int client, int guest, unsigned long long *sent, unsigned long long *received) {
-    struct pump up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
+/* Where a connection's bytes are copied (no splice), each direction runs on a pump thread. Starting
+ * a thread costs more than the rest of a short connection, so up to PUMP_IDLE_MAX of them wait. The
+ * connection's own thread hands the job over, waits for it to finish and parks the worker again;
+ * a worker never touches the pool itself, so nothing frees it while the other side still looks. */
+#define PUMP_IDLE_MAX 4
+
+struct pump_worker {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct pump *job; /* NULL: waiting; &pump_exit: leave */
+    int done;
+    struct pump_worker *next;
+};
+
+static struct pump pump_exit;
+static struct pump_worker *idle_pumps;
+static int idle_pump_count;
+static pthread_mutex_t pumps_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *pump_worker_run(void *arg) {
+    struct pump_worker *w = arg;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->job) pthread_cond_wait(&w->cond, &w->lock);
+        if (w->job == &pump_exit) break;
+        struct pump *p = w->job;
+        pthread_mutex_unlock(&w->lock);
+        pump_run(p);
+        pthread_mutex_lock(&w->lock);
+        w->job = NULL;
+        w->done = 1;
+        pthread_cond_signal(&w->cond);
+    }
+    pthread_mutex_unlock(&w->lock);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+    return NULL;
+}
+
+static struct pump_worker *take_pump(void) {
+    pthread_mutex_lock(&pumps_lock);
+    struct pump_worker *w = idle_pumps;
+    if (w) {
+        idle_pumps = w->next;
+        idle_pump_count--;
+    }
+    pthread_mutex_unlock(&pumps_lock);
+    if (w) return w;
+    w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, THREAD_STACK);
-    int started = pthread_create(&thread, &attr, pump_run, &down) == 0;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&thread, &attr, pump_worker_run, w);
     pthread_attr_destroy(&attr);
-    if (!started) return;
+    if (rc != 0) {
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->lock);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+static void give_pump(struct pump_worker *w, struct pump *job) {
+    pthread_mutex_lock(&w->lock);
+    w->job = job;
+    w->done = 0;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void park_pump(struct pump_worker *w) {
+    pthread_mutex_lock(&pumps_lock);
+    int keep = idle_pump_count < PUMP_IDLE_MAX;
+    if (keep) {
+        w->next = idle_pumps;
+        idle_pumps = w;
+        idle_pump_count++;
+    }
+    pthread_mutex_unlock(&pumps_lock);
+    if (!keep) give_pump(w, &pump_exit);
+}
+
+/* Both directions of a connection on one thread: non-blocking splices, poll() when neither can
+ * move. Most connections are short, and this way a connection costs its thread no wake-up of a
+ * second one (or its start), which on a busy machine is what a connect waits behind. One direction
+ * at full speed runs the same splices as a thread of its own would. */
+struct way {
+    int in, out, pipe[2];
+    size_t held, cap; /* bytes in the pipe, and its size */
+    int eof, done;
+    unsigned long long moved;
+};
+
+static void close_pipe(struct way *w) {
+    if (w->pipe[0] >= 0) close(w->pipe[0]);
+    if (w->pipe[1] >= 0) close(w->pipe[1]);
+}
+
+static int open_pipe(struct way *w) {
+    w->pipe[0] = w->pipe[1] = -1;
+    if (pipe2(w->pipe, O_CLOEXEC | O_NONBLOCK) < 0) return -1;
+    int size = fcntl(w->pipe[1], F_SETPIPE_SZ, PIPE_BYTES);
+    if (size < 0) size = fcntl(w->pipe[1], F_GETPIPE_SZ);
+    if (size < COPY_BYTES) return close_pipe(w), -1; /* over the pipe quota: the copying pumps do */
+    w->cap = (size_t)size;
+    return 0;
+}
+
+/* Moves what it can without blocking: 1 moved something, 0 nothing to do now, -1 the connection is
+ * broken, -2 this socket can't splice (nothing moved yet: the pumps copy instead). */
+static int way_step(struct way *w, int any_moved) {
+    int progress = 0;
+    while (w->held > 0) {
+        ssize_t m = splice(w->pipe[0], NULL, w->out, NULL, w->held, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (m < 0 && errno == EINTR) continue;
+        if (m < 0 && errno == EAGAIN) break;
+        if (m <= 0) return -1;
+        w->held -= (size_t)m;
+        w->moved += (unsigned long long)m;
+        progress = 1;
+    }
+    if (w->held == 0 && w->eof && !w->done) {
+        shutdown(w->out, SHUT_WR);
+        w->done = 1;
+        progress = 1;
+    }
+    /* Read only into an empty pipe, as a blocking pump would: a pipe can run out of slots before
+     * bytes, and a socket with data waiting would then wake poll() with nothing to do. */
+    while (!w->eof && w->held == 0) {
+        ssize_t n = splice(w->in, NULL, w->pipe[1], NULL, w->cap, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        if (n < 0 && errno == EINVAL && !any_moved && !progress) return -2;
+        if (n < 0) return -1;
+        if (n == 0) w->eof = 1;
+        w->held += (size_t)n;
+        progress = 1;
+        break; /* send it on before reading more */
+    }
+    return progress;
+}
+
+static void relay_tcp_pumps(int client, int guest, unsigned long long *sent, unsigned long long *received);
+
+/* Relays until both directions end; *sent counts client->guest bytes, *received guest->client. */
+static void relay_tcp(int client, int guest, unsigned long long *sent, unsigned long long *received) {
+    struct way up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
+    if (open_pipe(&up) < 0) return relay_tcp_pumps(client, guest, sent, received);
+    if (open_pipe(&down) < 0) {
+        close_pipe(&up);
+        return relay_tcp_pumps(client, guest, sent, received);
+    }
+    int flags[2] = {fcntl(client, F_GETFL), fcntl(guest, F_GETFL)};
+    fcntl(client, F_SETFL, flags[0] | O_NONBLOCK);
+    fcntl(guest, F_SETFL, flags[1] | O_NONBLOCK);
+    int broken = 0, unspliceable = 0;
+    while (!(up.done && down.done)) {
+        int a = way_step(&up, up.moved || down.moved), b = a < 0 ? 0 : way_step(&down, up.moved || down.moved);
+        if (a == -2 || b == -2) {
+            unspliceable = 1;
+            break;
+        }
+        if (a < 0 || b < 0) {
+            broken = 1;
+            break;
+        }
+        if (a || b) continue;
+        /* Nothing moved: wait for room or data. A socket nothing is wanted from is left out, or
+         * a hang-up on it would wake this loop for ever. */
+        short want[2] = {0, 0}; /* client, guest */
+        if (!up.eof && up.held == 0) want[0] |= POLLIN;
+        if (up.held > 0) want[1] |= POLLOUT;
+        if (!down.eof && down.held == 0) want[1] |= POLLIN;
+        if (down.held > 0) want[0] |= POLLOUT;
+        struct pollfd pfd[2] = {{.fd = want[0] ? client : -1, .events = want[0]}, {.fd = want[1] ? guest : -1, .events = want[1]}};
+        if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+            broken = 1;
+            break;
+        }
+    }
+    if (broken) {
+        shutdown(client, SHUT_RDWR);
+        shutdown(guest, SHUT_RDWR);
+    }
+    close_pipe(&up);
+    close_pipe(&down);
+    fcntl(client, F_SETFL, flags[0]);
+    fcntl(guest, F_SETFL, flags[1]);
+    if (unspliceable) return relay_tcp_pumps(client, guest, sent, received);
+    if (sent) *sent = up.moved;
+    if (received) *received = down.moved;
+}
+
+/* The same with a pump thread per direction, each blocking (and copying where splice can't). */
+static void relay_tcp_pumps(int client, int guest, unsigned long long *sent, unsigned long long *received) {
+    struct pump up = {.in = client, .out = guest}, down = {.in = guest, .out = client};
+    struct pump_worker *w = take_pump();
+    if (!w) return;
+    give_pump(w, &down);
     pump_run(&up);
-    pthread_join(thread, NULL);
+    pthread_mutex_lock(&w->lock);
+    while (!w->done) pthread_cond_wait(&w->cond, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+    park_pump(w);
     if (sent) *sent = up.moved;
     if (received) *received = down.moved;
 }
@@ -511,9 +716,10 @@ done:
  * Requests (fields are IP literals, digits and hex, so they need no JSON escaping):
  *   FWD <id> <host> <port>                       a port forward: connect, then splice
  *   SOCKS <id> <envhex> <userhex|-> <passhex|-> a SOCKS5 client (RFC 1928/1929), handshake here
- *   RESOLVED <id> <ip>...  |  RESOLVED <id> -     (no handle) the answer to a resolve event
+ *   CUT <id>                                      (no handle) end that connection now
+ *   RESOLVED <l> <id> <ip>... | RESOLVED <l> <id> -   (no handle) the answer to a resolve event
  * Events to the agent:
- *   {"ev":"resolve","id":N,"host":"NAME"}         a SOCKS name the guest must resolve
+ *   {"ev":"resolve","l":0,"id":N,"host":"NAME"}   a SOCKS name the guest must resolve
  *   {"ev":"end","id":N,"in":B,"out":B}            the connection is over (bytes each way)
  */
 #define SOCKS_MAX_ACTIVE 512
@@ -538,7 +744,7 @@ static void report_end(unsigned long id, unsigned long long in, unsigned long lo
 
 /* Names waiting for the agent to resolve them inside the guest. */
 struct lookup {
-    unsigned long id;
+    unsigned long listener, id;
     int done;
     char answer[HANDOFF_LINE_MAX];
     pthread_cond_t cond;
@@ -548,8 +754,8 @@ static struct lookup *lookups;
 static pthread_mutex_t lookup_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Asks the agent; fills *answer with "ip ip ..." (or "-") and returns 0, or -1 on timeout. */
-static int resolve_via_agent(unsigned long id, const char *host, char *answer, size_t cap, long long deadline) {
-    struct lookup l = {.id = id};
+static int resolve_via_agent(unsigned long listener, unsigned long id, const char *host, char *answer, size_t cap, long long deadline) {
+    struct lookup l = {.listener = listener, .id = id};
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -560,7 +766,7 @@ static int resolve_via_agent(unsigned long id, const char *host, char *answer, s
     lookups = &l;
     pthread_mutex_unlock(&lookup_lock);
     char line[HEADER_MAX + 64];
-    int n = snprintf(line, sizeof line, "{\"ev\":\"resolve\",\"id\":%lu,\"host\":\"%s\"}\n", id, host);
+    int n = snprintf(line, sizeof line, "{\"ev\":\"resolve\",\"l\":%lu,\"id\":%lu,\"host\":\"%s\"}\n", listener, id, host);
     ipc_send(line, (size_t)n);
     struct timespec until = {.tv_sec = deadline / 1000, .tv_nsec = (deadline % 1000) * 1000000};
     pthread_mutex_lock(&lookup_lock);
@@ -579,10 +785,10 @@ static int resolve_via_agent(unsigned long id, const char *host, char *answer, s
     return 0;
 }
 
-static void lookup_answered(unsigned long id, const char *answer) {
+static void lookup_answered(unsigned long listener, unsigned long id, const char *answer) {
     pthread_mutex_lock(&lookup_lock);
     for (struct lookup *l = lookups; l; l = l->next) {
-        if (l->id == id) {
+        if (l->listener == listener && l->id == id) {
             snprintf(l->answer, sizeof l->answer, "%s", answer);
             l->done = 1;
             pthread_cond_signal(&l->cond);
@@ -591,19 +797,23 @@ static void lookup_answered(unsigned long id, const char *answer) {
     pthread_mutex_unlock(&lookup_lock);
 }
 
-/* Reads exactly len bytes before the deadline: 0, or -1 (closed, error, too slow). */
+/* Reads exactly len bytes before the deadline: 0, or -1 (closed, error, too slow). The bytes are
+ * usually there already (a client sends its request right behind the greeting's answer), so it
+ * reads first and waits only when there is nothing. */
 static int recv_exact(int fd, unsigned char *buf, size_t len, long long deadline) {
     for (size_t got = 0; got < len;) {
+        ssize_t n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        if (n == 0 || (errno != EINTR && errno != EAGAIN)) return -1;
         long long left = deadline - now_ms();
         if (left <= 0) return -1;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int r = poll(&pfd, 1, (int)left);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        ssize_t n = recv(fd, buf + got, len - got, MSG_DONTWAIT);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n <= 0) return -1;
-        got += (size_t)n;
+        if (r < 0 && errno != EINTR) return -1;
+        if (r == 0) return -1;
     }
     return 0;
 }
@@ -704,7 +914,7 @@ static int same_bytes(const unsigned char *a, size_t alen, const unsigned char *
 }
 
 struct socks_conf {
-    unsigned long id;
+    unsigned long listener, id; /* listener 0: a connection handed over alone */
     char env[HEADER_MAX + 1];
     unsigned char user[256], pass[256];
     size_t user_len, pass_len;
@@ -782,7 +992,7 @@ static int socks_handshake(int c, const struct socks_conf *conf) {
         else if (names_guest(host, conf->env)) add_target("localhost", port, &target);
         else {
             char answer[HANDOFF_LINE_MAX];
-            if (resolve_via_agent(conf->id, host, answer, sizeof answer, now_ms() + connect_timeout_ms) < 0) return socks_refuse(c, 0x06), -1;
+            if (resolve_via_agent(conf->listener, conf->id, host, answer, sizeof answer, now_ms() + connect_timeout_ms) < 0) return socks_refuse(c, 0x06), -1;
             char *save = NULL;
             for (char *ip = strtok_r(answer, " ", &save); ip; ip = strtok_r(NULL, " ", &save)) {
                 if (strcmp(ip, "-") != 0) add_target(ip, port, &target);
@@ -820,10 +1030,47 @@ static int socks_handshake(int c, const struct socks_conf *conf) {
     return guest;
 }
 
+static void socks_conf_of(struct socks_conf *conf, const char *envhex, const char *userhex, const char *passhex) {
+    size_t envlen = unhex(envhex, (unsigned char *)conf->env, sizeof conf->env - 1);
+    conf->env[envlen] = '\0';
+    conf->auth = strcmp(userhex, "-") != 0;
+    conf->user_len = unhex(userhex, conf->user, sizeof conf->user);
+    conf->pass_len = unhex(passhex, conf->pass, sizeof conf->pass);
+}
+
+/* Connections handed over alone, listed so that "CUT <id>" can end one (its forward or proxy went). */
+struct handed {
+    unsigned long id;
+    int client, guest, cut;
+    struct handed *next;
+};
+static struct handed *handed_list;
+static pthread_mutex_t handed_lock = PTHREAD_MUTEX_INITIALIZER;
+
 struct handoff {
     int fd;
     char request[HANDOFF_LINE_MAX];
+    struct handed entry;
 };
+
+/* The guest side is known: a CUT from now on shuts it down too (or now, if one came already). */
+static void handed_guest(struct handed *e, int guest) {
+    pthread_mutex_lock(&handed_lock);
+    e->guest = guest;
+    if (e->cut) shutdown(guest, SHUT_RDWR);
+    pthread_mutex_unlock(&handed_lock);
+}
+
+static void cut_handed(unsigned long id) {
+    pthread_mutex_lock(&handed_lock);
+    for (struct handed *e = handed_list; e; e = e->next) {
+        if (e->id != id) continue;
+        e->cut = 1;
+        shutdown(e->client, SHUT_RDWR);
+        if (e->guest >= 0) shutdown(e->guest, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&handed_lock);
+}
 
 static void *handoff_run(void *arg) {
     struct handoff *h = arg;
@@ -837,34 +1084,39 @@ static void *handoff_run(void *arg) {
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     /* Node's event loop made the socket non-blocking; the pumps block. */
     fcntl(c, F_SETFL, fcntl(c, F_GETFL) & ~O_NONBLOCK);
-    if (count == 4 && strcmp(fields[0], "FWD") == 0) {
+    int forward = count == 4 && strcmp(fields[0], "FWD") == 0;
+    if (forward) {
         struct target target;
         int port = parse_number(fields[3], 1, 65535);
         int guest = port < 0 || parse_target(fields[2], port, &target) < 0 ? -EINVAL : dial(c, &target, SOCK_STREAM, connect_timeout_ms);
-        if (guest < 0) {
-            reset_close(c);
-            c = -1;
-        } else {
+        if (guest >= 0) {
+            handed_guest(&h->entry, guest);
             relay_tcp(c, guest, &in, &out);
-            close(guest);
         }
     } else if (count == 5 && strcmp(fields[0], "SOCKS") == 0) {
         if (atomic_fetch_add(&socks_active, 1) < SOCKS_MAX_ACTIVE) {
             struct socks_conf conf = {.id = id};
-            size_t envlen = unhex(fields[2], (unsigned char *)conf.env, sizeof conf.env - 1);
-            conf.env[envlen] = '\0';
-            conf.auth = strcmp(fields[3], "-") != 0;
-            conf.user_len = unhex(fields[3], conf.user, sizeof conf.user);
-            conf.pass_len = unhex(fields[4], conf.pass, sizeof conf.pass);
+            socks_conf_of(&conf, fields[2], fields[3], fields[4]);
             int guest = socks_handshake(c, &conf);
             if (guest >= 0) {
+                handed_guest(&h->entry, guest);
                 relay_tcp(c, guest, &in, &out);
-                close(guest);
             }
         }
         atomic_fetch_sub(&socks_active, 1);
     }
-    if (c >= 0) close(c);
+    pthread_mutex_lock(&handed_lock);
+    for (struct handed **p = &handed_list; *p; p = &(*p)->next) {
+        if (*p == &h->entry) {
+            *p = h->entry.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&handed_lock);
+    if (h->entry.guest >= 0) close(h->entry.guest);
+    /* A forward's client that never reached the guest learns at once that nothing is there. */
+    if (h->entry.guest < 0 && forward) reset_close(c);
+    else close(c);
     report_end(id, in, out);
     free(h);
     return NULL;
@@ -878,16 +1130,328 @@ static void start_handoff(int fd, const char *request) {
     }
     h->fd = fd;
     snprintf(h->request, sizeof h->request, "%s", request);
+    /* Listed before its thread starts: a CUT right behind the hand-off must find it. */
+    h->entry = (struct handed){.id = strtoul(request + strcspn(request, " "), NULL, 10), .client = fd, .guest = -1};
+    pthread_mutex_lock(&handed_lock);
+    h->entry.next = handed_list;
+    handed_list = &h->entry;
+    pthread_mutex_unlock(&handed_lock);
     pthread_attr_t attr;
     pthread_t thread;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, THREAD_STACK);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&thread, &attr, handoff_run, h) != 0) {
+        pthread_mutex_lock(&handed_lock);
+        for (struct handed **p = &handed_list; *p; p = &(*p)->next) {
+            if (*p == &h->entry) {
+                *p = h->entry.next;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&handed_lock);
         close(fd);
         free(h);
     }
     pthread_attr_destroy(&attr);
+}
+
+/* ---- listeners handed over (the agent's forwards and proxy) ----
+ *
+ * Handing over every connection costs the agent's event loop and a thread start per connect;
+ * handing over the listening socket once lets threads parked in this process accept and answer
+ * on their own, which is what makes a connect through the relay about as fast as a direct one.
+ *   LISTEN <lid> FWD <host> <port>                          with the listening socket
+ *   LISTEN <lid> SOCKS <envhex> <userhex|-> <passhex|->     with the listening socket
+ *   UNLISTEN <lid>          stop accepting and cut every connection the listener still has
+ * Events to the agent:
+ *   {"cmd":"NODE_HANDLE","type":"net.Native","msg":{"ev":"listening","l":L}}  with a descriptor of
+ *       the same socket: the agent keeps it, so the port stays bound (and queues connections)
+ *       while no relay runs, between a guest's reboot and the next relay
+ *   {"ev":"listen-failed","l":L,"error":"TEXT"}
+ *   {"ev":"stats","l":L,"active":N,"total":N,"in":B,"out":B}   connections open now, accepted in
+ *       all, and the bytes of those that ended (from and to the client), counted since LISTEN; sent
+ *       STATS_DELAY_MS after a change, so a burst of connections costs the agent one message
+ *   {"ev":"resolve","l":L,"id":C,"host":"NAME"}     answered by RESOLVED L C ...
+ * Each listener keeps up to IDLE_MAX threads waiting on it, each with its own epoll set in which
+ * the socket is EPOLLEXCLUSIVE: one connection wakes one thread. The socket stays non-blocking
+ * (its flags are shared with the agent's descriptor, whose event loop needs that).
+ */
+#define LISTEN_ACCEPTORS 2
+#define STATS_DELAY_MS 50
+
+struct lconn {
+    int client, guest;
+    struct lconn *next;
+};
+
+struct listener {
+    unsigned long id;
+    int fd, wake; /* wake: an eventfd written once on UNLISTEN, seen by every waiting thread */
+    int socks;
+    struct target target;
+    struct socks_conf conf;
+    atomic_int refs, idle, closed, dirty;
+    atomic_ulong active, total;
+    atomic_ullong bytes_in, bytes_out;
+    pthread_mutex_t lock;
+    struct lconn *conns;
+    struct listener *next;
+};
+
+static struct listener *listeners;
+static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_ulong conn_ids;
+static int stats_fd = -1; /* an eventfd: some listener's figures changed */
+static atomic_int stats_pending;
+
+static void ipc_send_fd(const char *line, size_t len, int fd) {
+    struct iovec iov = {.iov_base = (void *)line, .iov_len = len};
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    pthread_mutex_lock(&ipc_lock);
+    ssize_t n;
+    do n = sendmsg(ipc_fd, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n > 0 && (size_t)n < len) write_all(ipc_fd, line + n, len - (size_t)n);
+    pthread_mutex_unlock(&ipc_lock);
+}
+
+/* Called after a listener's figures changed: the main thread sends them a little later. */
+static void stats_changed(struct listener *l) {
+    if (atomic_exchange(&l->dirty, 1)) return;
+    if (!atomic_exchange(&stats_pending, 1)) eventfd_write(stats_fd, 1);
+}
+
+/* The main thread: every listener whose figures changed since the last time. */
+static void send_stats(void) {
+    atomic_store(&stats_pending, 0);
+    pthread_mutex_lock(&listeners_lock);
+    for (struct listener *l = listeners; l; l = l->next) {
+        if (!atomic_exchange(&l->dirty, 0)) continue;
+        char line[200];
+        int n = snprintf(line, sizeof line, "{\"ev\":\"stats\",\"l\":%lu,\"active\":%lu,\"total\":%lu,\"in\":%llu,\"out\":%llu}\n", l->id,
+                         atomic_load(&l->active), atomic_load(&l->total), atomic_load(&l->bytes_in), atomic_load(&l->bytes_out));
+        ipc_send(line, (size_t)n);
+    }
+    pthread_mutex_unlock(&listeners_lock);
+}
+
+static void listener_unref(struct listener *l) {
+    if (atomic_fetch_sub(&l->refs, 1) != 1) return;
+    close(l->fd);
+    close(l->wake);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+/* One accepted connection, from the accept to its end; the client is closed when this returns. */
+static void serve_listened(struct listener *l, int c) {
+    unsigned long id = atomic_fetch_add(&conn_ids, 1) + 1;
+    struct lconn conn = {.client = c, .guest = -1};
+    pthread_mutex_lock(&l->lock);
+    int closed = atomic_load(&l->closed);
+    if (!closed) {
+        conn.next = l->conns;
+        l->conns = &conn;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (closed) {
+        close(c);
+        return;
+    }
+    atomic_fetch_add(&l->active, 1);
+    atomic_fetch_add(&l->total, 1);
+    stats_changed(l);
+    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    int guest = -1, counted = 0;
+    if (!l->socks) {
+        guest = dial(c, &l->target, SOCK_STREAM, connect_timeout_ms);
+    } else {
+        counted = 1;
+        if (atomic_fetch_add(&socks_active, 1) < SOCKS_MAX_ACTIVE) {
+            struct socks_conf conf = l->conf;
+            conf.id = id;
+            guest = socks_handshake(c, &conf);
+        }
+    }
+    unsigned long long in = 0, out = 0;
+    if (guest >= 0) {
+        /* UNLISTEN may have cut the client while we dialed; it could not know this socket. */
+        pthread_mutex_lock(&l->lock);
+        if (atomic_load(&l->closed)) shutdown(guest, SHUT_RDWR);
+        conn.guest = guest;
+        pthread_mutex_unlock(&l->lock);
+        relay_tcp(c, guest, &in, &out);
+    }
+    pthread_mutex_lock(&l->lock);
+    for (struct lconn **p = &l->conns; *p; p = &(*p)->next) {
+        if (*p == &conn) {
+            *p = conn.next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (counted) atomic_fetch_sub(&socks_active, 1);
+    if (guest >= 0) {
+        close(guest);
+        close(c);
+    } else if (l->socks) {
+        close(c);
+    } else {
+        reset_close(c); /* a forward's client learns at once that nothing is there */
+    }
+    atomic_fetch_add(&l->bytes_in, in);
+    atomic_fetch_add(&l->bytes_out, out);
+    atomic_fetch_sub(&l->active, 1);
+    stats_changed(l);
+}
+
+static int spawn_listen_acceptor(struct listener *l);
+
+static void *listen_acceptor(void *arg) {
+    struct listener *l = arg;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event on_listen = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = 0};
+    struct epoll_event on_wake = {.events = EPOLLIN, .data.u32 = 1};
+    int ok = ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, l->fd, &on_listen) == 0 && epoll_ctl(ep, EPOLL_CTL_ADD, l->wake, &on_wake) == 0;
+    while (ok && !atomic_load(&l->closed)) {
+        struct epoll_event ev;
+        int n = epoll_wait(ep, &ev, 1, -1);
+        if (n < 0 && errno != EINTR) break;
+        if (n <= 0 || atomic_load(&l->closed)) continue;
+        int client = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (client < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) continue;
+            /* Out of fds: back off instead of spinning on a queue we can't drain. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                poll(NULL, 0, 50);
+                continue;
+            }
+            break; /* the socket no longer listens */
+        }
+        /* The last thread waiting starts another before serving, so a slow client never holds
+         * up the next one; one taking a connection otherwise costs no thread start. */
+        if (atomic_fetch_sub(&l->idle, 1) == 1) spawn_listen_acceptor(l);
+        serve_listened(l, client);
+        if (atomic_fetch_add(&l->idle, 1) >= IDLE_MAX) break;
+    }
+    atomic_fetch_sub(&l->idle, 1); /* every way out of the loop is as a waiting thread */
+    if (ep >= 0) close(ep);
+    listener_unref(l);
+    return NULL;
+}
+
+static int spawn_listen_acceptor(struct listener *l) {
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&l->refs, 1);
+    atomic_fetch_add(&l->idle, 1);
+    int rc = pthread_create(&thread, &attr, listen_acceptor, l);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        atomic_fetch_sub(&l->idle, 1);
+        listener_unref(l);
+    }
+    return rc;
+}
+
+static void listen_failed(unsigned long id, const char *why) {
+    char line[256];
+    int n = snprintf(line, sizeof line, "{\"ev\":\"listen-failed\",\"l\":%lu,\"error\":\"%s\"}\n", id, why);
+    ipc_send(line, (size_t)n);
+}
+
+static void unlisten(unsigned long id) {
+    pthread_mutex_lock(&listeners_lock);
+    struct listener *l = NULL;
+    for (struct listener **p = &listeners; *p; p = &(*p)->next) {
+        if ((*p)->id == id) {
+            l = *p;
+            *p = l->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&listeners_lock);
+    if (!l) return;
+    pthread_mutex_lock(&l->lock);
+    atomic_store(&l->closed, 1);
+    for (struct lconn *c = l->conns; c; c = c->next) {
+        shutdown(c->client, SHUT_RDWR);
+        if (c->guest >= 0) shutdown(c->guest, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&l->lock);
+    /* No new connections from now on, even before every thread has let go of the socket. */
+    shutdown(l->fd, SHUT_RDWR);
+    eventfd_write(l->wake, 1);
+    listener_unref(l);
+}
+
+/* "LISTEN <lid> FWD <host> <port>" | "LISTEN <lid> SOCKS <envhex> <userhex|-> <passhex|->", fd: the socket. */
+static void listen_on(int fd, char *request) {
+    char *fields[6];
+    int count = 0;
+    char *save = NULL;
+    for (char *f = strtok_r(request, " ", &save); f && count < 6; f = strtok_r(NULL, " ", &save)) fields[count++] = f;
+    unsigned long id = count >= 2 ? strtoul(fields[1], NULL, 10) : 0;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    struct listener *l = calloc(1, sizeof *l);
+    const char *why = NULL;
+    if (!l) why = "out of memory";
+    else if (id == 0 || count < 3) why = "bad LISTEN request";
+    else if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening) why = "not a listening socket";
+    else if (strcmp(fields[2], "FWD") == 0 && count == 5) {
+        int port = parse_number(fields[4], 1, 65535);
+        if (port < 0 || parse_target(fields[3], port, &l->target) < 0) why = "the target is not an IP address or localhost";
+    } else if (strcmp(fields[2], "SOCKS") == 0 && count == 6) {
+        l->socks = 1;
+        l->conf.listener = id;
+        socks_conf_of(&l->conf, fields[3], fields[4], fields[5]);
+    } else {
+        why = "bad LISTEN request";
+    }
+    if (!why && (l->wake = eventfd(0, EFD_CLOEXEC)) < 0) why = "no eventfd";
+    if (why) {
+        free(l);
+        close(fd);
+        listen_failed(id, why);
+        return;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    l->id = id;
+    l->fd = fd;
+    atomic_init(&l->refs, 1); /* the list's */
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_mutex_lock(&listeners_lock);
+    l->next = listeners;
+    listeners = l;
+    pthread_mutex_unlock(&listeners_lock);
+    int started = 0;
+    for (int i = 0; i < LISTEN_ACCEPTORS; i++) started += spawn_listen_acceptor(l) == 0;
+    int copy = started ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (copy < 0) {
+        unlisten(id);
+        listen_failed(id, started ? "cannot duplicate the socket" : "cannot start threads");
+        return;
+    }
+    char line[128];
+    int n = snprintf(line, sizeof line, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"ev\":\"listening\",\"l\":%lu}}\n", id);
+    ipc_send_fd(line, (size_t)n, copy);
+    close(copy);
 }
 
 /* The "r" string of a line, copied into out (our requests never contain '"' or '\\'). */
@@ -939,14 +1503,21 @@ static void *ipc_loop(void *arg) {
                 if (nfds > 0) {
                     int fd = fds[0];
                     memmove(fds, fds + 1, (size_t)--nfds * sizeof(int));
-                    if (request_of(start, request, sizeof request) == 0) start_handoff(fd, request);
-                    else close(fd);
+                    if (request_of(start, request, sizeof request) < 0) close(fd);
+                    else if (strncmp(request, "LISTEN ", 7) == 0) listen_on(fd, request);
+                    else start_handoff(fd, request);
                 }
-            } else if (strncmp(start, "{\"cmd\":\"NODE_", 13) != 0 && request_of(start, request, sizeof request) == 0 &&
-                       strncmp(request, "RESOLVED ", 9) == 0) {
+            } else if (strncmp(start, "{\"cmd\":\"NODE_", 13) == 0 || request_of(start, request, sizeof request) < 0) {
+                /* Node's own messages (the ACK of a descriptor we sent), or not ours */
+            } else if (strncmp(request, "CUT ", 4) == 0) {
+                cut_handed(strtoul(request + 4, NULL, 10));
+            } else if (strncmp(request, "UNLISTEN ", 9) == 0) {
+                unlisten(strtoul(request + 9, NULL, 10));
+            } else if (strncmp(request, "RESOLVED ", 9) == 0) {
                 char *rest = request + 9;
+                unsigned long listener = strtoul(rest, &rest, 10);
                 unsigned long id = strtoul(rest, &rest, 10);
-                lookup_answered(id, *rest == ' ' ? rest + 1 : "-");
+                lookup_answered(listener, id, *rest == ' ' ? rest + 1 : "-");
             }
             start = nl + 1;
         }
@@ -1134,6 +1705,11 @@ int main(int argc, char **argv) {
             cleanup_and_exit(1);
         }
     }
+    stats_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stats_fd < 0) {
+        fail("eventfd");
+        cleanup_and_exit(1);
+    }
     const char *channel = getenv("NODE_CHANNEL_FD");
     if (channel) {
         ipc_fd = parse_number(channel, 0, INT_MAX);
@@ -1145,17 +1721,30 @@ int main(int argc, char **argv) {
         pthread_detach(thread);
     }
     if (write(STDOUT_FILENO, "READY 1\n", 8) != 8) cleanup_and_exit(1);
-    /* The acceptor threads serve; this one only waits for the reasons to stop. */
-    struct pollfd pfd[3] = {
+    /* The acceptor threads serve; this one waits for the reasons to stop, and sends the
+     * listeners' figures a little after they change. */
+    struct pollfd pfd[4] = {
         {.fd = STDIN_FILENO, .events = POLLIN},
         {.fd = sigfd, .events = POLLIN},
         {.fd = pidfd, .events = POLLIN}, /* ignored by poll when -1 */
+        {.fd = stats_fd, .events = POLLIN},
     };
+    long long stats_at = -1;
     for (;;) {
-        if (poll(pfd, 3, -1) < 0) {
+        long long wait = stats_at < 0 ? -1 : stats_at - now_ms();
+        if (poll(pfd, 4, wait < 0 && stats_at >= 0 ? 0 : (int)wait) < 0) {
             if (errno == EINTR) continue;
             fail("poll");
             cleanup_and_exit(1);
+        }
+        if (pfd[3].revents) {
+            eventfd_t count;
+            eventfd_read(stats_fd, &count);
+            if (stats_at < 0) stats_at = now_ms() + STATS_DELAY_MS;
+        }
+        if (stats_at >= 0 && now_ms() >= stats_at) {
+            stats_at = -1;
+            send_stats();
         }
         if (pfd[1].revents) {
             struct signalfd_siginfo info;

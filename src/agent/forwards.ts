@@ -121,7 +121,8 @@ export class Forwards {
         : new TcpForward(
             target,
             (host, port, signal) => this.link.dial(host, port, signal),
-            (socket, onEnd) => this.link.handoff(socket, { kind: 'forward', host: spec.guestIp, port: spec.guestPort }, onEnd),
+            (socket, onEnd, closing) => this.link.handoff(socket, { kind: 'forward', host: spec.guestIp, port: spec.guestPort }, onEnd, closing),
+            this.link,
           );
     try {
       await forward.listen(spec.hostIp, spec.hostPort);

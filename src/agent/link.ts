@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client, ClientChannel } from 'ssh2';
 import type { Socket } from 'node:net';
-import type { HandoffEnd, HandoffRequest, NetnsDatagramChannel, NetnsDialer } from '../native/netns.js';
+import type { HandoffEnd, HandoffRequest, NetnsDatagramChannel, NetnsDialer, RelayListener } from '../native/netns.js';
 import type { EmitEvent } from './events.js';
 import { DialError } from './socks/dial.js';
 import { sshDial } from './ssh-dial.js';
@@ -62,6 +62,7 @@ export class GuestLink extends EventEmitter {
   private lastError: string | undefined;
   private reconnects = 0;
   private readonly stopping = new AbortController();
+  private readonly served = new Set<RelayListener>();
 
   constructor(private readonly opts: LinkOptions) {
     super();
@@ -109,8 +110,22 @@ export class GuestLink extends EventEmitter {
    * Hands an accepted host connection to the relay (the fast path only), which serves it without
    * this process touching its bytes. False when it can't: the caller serves the socket itself.
    */
-  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean {
-    return this.relay?.handoff?.(socket, request, onEnd) ?? false;
+  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void, signal?: AbortSignal): boolean {
+    return this.relay?.handoff?.(socket, request, onEnd, signal) ?? false;
+  }
+
+  /**
+   * Host listeners the relay serves itself (host-listener.ts): given to the relay now if one runs,
+   * and to every relay started after it (a guest reboot starts a new one), until unserve().
+   */
+  serve(listener: RelayListener): void {
+    this.served.add(listener);
+    this.relay?.listen?.(listener);
+  }
+
+  /** The relay stops serving `listener` and cuts its connections. */
+  unserve(listener: RelayListener): void {
+    if (this.served.delete(listener)) this.relay?.unlisten?.(listener);
   }
 
   /** Datagrams to host:port inside the guest: only the fast path can carry UDP. */
@@ -178,6 +193,7 @@ export class GuestLink extends EventEmitter {
     });
     this.relay = dialer;
     this.netnsReason = reason;
+    for (const listener of this.served) dialer?.listen?.(listener);
   }
 
   private lost(client: Client, why: string): void {

@@ -42,12 +42,13 @@ export class GuestProxy {
 
   constructor(private readonly opts: ProxyOptions) {
     this.resolver = new GuestResolver((command) => opts.link.exec(command));
+    // On the fast path the relay speaks SOCKS5 itself and asks us only to resolve names.
+    const request = { kind: 'socks' as const, envName: opts.envName, auth: opts.auth, resolve: (name: string) => this.resolver.resolve(name) };
     this.socks = createSocksServer({
       dial: (target, signal) => this.dial(target, signal),
       auth: opts.auth,
-      // On the fast path the relay speaks SOCKS5 itself and asks us only to resolve names.
-      handoff: (socket, onEnd) =>
-        opts.link.handoff(socket, { kind: 'socks', envName: opts.envName, auth: opts.auth, resolve: (name) => this.resolver.resolve(name) }, onEnd),
+      handoff: (socket, onEnd, closing) => opts.link.handoff(socket, request, onEnd, closing),
+      relay: { host: opts.link, request },
     });
     this.pacServer = http.createServer(servePac(() => this.pac()));
   }

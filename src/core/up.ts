@@ -179,16 +179,6 @@ function upSteps(): StepDef<UpContext>[] {
       },
     },
     {
-      title: 'Provisioning',
-      skip: (c) =>
-        c.env.config.provision.length === 0 || c.opts.provision === false || (c.opts.provision === undefined && !c.created && c.wasRunning),
-      run: async (c, step) => {
-        const { provisionEnv } = await import('./provision.js');
-        const ran = await provisionEnv(c.env, c.out, step, { all: c.opts.provision === true });
-        return ran === 0 ? 'nothing to do' : `${ran} step${ran === 1 ? '' : 's'}`;
-      },
-    },
-    {
       title: 'SSH config',
       skip: (c) => c.wasRunning,
       run: async () => {
@@ -232,6 +222,17 @@ function upSteps(): StepDef<UpContext>[] {
         const synced = result.folders.filter((f) => f.mode === 'sync');
         const via = synced.some((f) => f.via === 'sftp') ? ' (via SFTP: envbox-guest not running)' : '';
         return `${synced.length} folder${synced.length === 1 ? '' : 's'} in sync, ${(result.waitedMs / 1000).toFixed(1)}s${via}`;
+      },
+    },
+    // Last, as with Vagrant: steps can use the synced folders' files, the guest helper and the forwards.
+    {
+      title: 'Provisioning',
+      skip: (c) =>
+        c.env.config.provision.length === 0 || c.opts.provision === false || (c.opts.provision === undefined && !c.created && c.wasRunning),
+      run: async (c, step) => {
+        const { provisionEnv } = await import('./provision.js');
+        const ran = await provisionEnv(c.env, c.out, step, { all: c.opts.provision === true });
+        return ran === 0 ? 'nothing to do' : `${ran} step${ran === 1 ? '' : 's'}`;
       },
     },
   ];

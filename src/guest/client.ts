@@ -96,11 +96,14 @@ export class GuestClient {
     return decode.eventsFailed(await this.request('EVENTS', (id) => [encode.events(id, root, batch)]));
   }
 
-  /** Writes a whole file (created with its parents, or replaced) in chunks of at most 1 MiB. */
-  async write(root: number, path: string, mode: number, data: Buffer | Readable): Promise<void> {
+  /**
+   * Writes a whole file (created with its parents, or replaced) in chunks of at most 1 MiB; with
+   * `mtimeNs` (a helper with Feature.MTIME), the guest's file gets that mtime.
+   */
+  async write(root: number, path: string, mode: number, data: Buffer | Readable, mtimeNs?: bigint): Promise<void> {
     if (Buffer.isBuffer(data)) {
       await this.request('WRITE', (id) => {
-        const frames = [encode.write(id, root, path, mode, data.length > MAX_CHUNK, data.subarray(0, MAX_CHUNK))];
+        const frames = [encode.write(id, root, path, mode, data.length > MAX_CHUNK, data.subarray(0, MAX_CHUNK), mtimeNs)];
         for (let off = MAX_CHUNK; off < data.length; off += MAX_CHUNK) {
           frames.push(encode.append(id, off + MAX_CHUNK < data.length, data.subarray(off, off + MAX_CHUNK)));
         }
@@ -108,7 +111,7 @@ export class GuestClient {
       });
       return;
     }
-    await this.request('WRITE', (id) => this.streamFrames(id, root, path, mode, data));
+    await this.request('WRITE', (id) => this.streamFrames(id, root, path, mode, data, mtimeNs));
   }
 
   async mkdir(root: number, path: string, mode: number): Promise<void> {
@@ -190,11 +193,11 @@ export class GuestClient {
   }
 
   /** Re-chunks a Readable into WRITE + APPEND frames of at most MAX_CHUNK, one chunk behind to know `more`. */
-  private async *streamFrames(id: number, root: number, path: string, mode: number, source: Readable): AsyncGenerator<Buffer> {
+  private async *streamFrames(id: number, root: number, path: string, mode: number, source: Readable, mtimeNs?: bigint): AsyncGenerator<Buffer> {
     let held: Buffer | undefined;
     let first = true;
     const frame = (more: boolean, data: Buffer) => {
-      const f = first ? encode.write(id, root, path, mode, more, data) : encode.append(id, more, data);
+      const f = first ? encode.write(id, root, path, mode, more, data, mtimeNs) : encode.append(id, more, data);
       first = false;
       return f;
     };

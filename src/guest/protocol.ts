@@ -28,6 +28,7 @@ export const Op = {
   REMOVE: 0x14,
   RENAME: 0x15,
   CHMOD: 0x16,
+  WRITE_T: 0x18,
   LIST: 0x17,
   PING: 0x20,
   OK: 0x80,
@@ -52,7 +53,7 @@ export type GuestEvent =
   | { kind: typeof EventKind.RENAME; path: string; to: string };
 
 /** HELLO's features bits. */
-export const Feature = { WATCH: 1 } as const;
+export const Feature = { WATCH: 1, /** WRITE_T: a WRITE that also sets the file's mtime. */ MTIME: 2 } as const;
 
 export interface Hello {
   version: number;
@@ -103,6 +104,13 @@ class Writer {
     this.parts.push(b);
     return this;
   }
+  u64(v: bigint): this {
+    if (v < 0n || v > 0xffff_ffff_ffff_ffffn) throw new RangeError(`${v} is not a u64`);
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(v);
+    this.parts.push(b);
+    return this;
+  }
   str(s: string, what: string): this {
     const b = Buffer.from(s, 'utf8');
     if (b.length > MAX_PATH_BYTES) throw new RangeError(`${what} is ${b.length} bytes; envbox-guest takes at most ${MAX_PATH_BYTES}`);
@@ -148,9 +156,12 @@ export const encode = {
     }
     return encodeFrame(Op.EVENTS, id, w.done());
   },
-  write(id: number, rootIndex: number, path: string, mode: number, more: boolean, data: Buffer): Buffer {
+  /** WRITE, or WRITE_T when `mtimeNs` is given (the guest then sets the file's mtime to it). */
+  write(id: number, rootIndex: number, path: string, mode: number, more: boolean, data: Buffer, mtimeNs?: bigint): Buffer {
     if (data.length > MAX_CHUNK) throw new RangeError(`a WRITE chunk is at most ${MAX_CHUNK} bytes`);
-    return encodeFrame(Op.WRITE, id, req().u8(root(rootIndex)).str(path, 'path').u32(mode).u8(more ? 1 : 0).bytes(data).done());
+    const w = req().u8(root(rootIndex)).str(path, 'path').u32(mode);
+    if (mtimeNs !== undefined) w.u64(mtimeNs);
+    return encodeFrame(mtimeNs === undefined ? Op.WRITE : Op.WRITE_T, id, w.u8(more ? 1 : 0).bytes(data).done());
   },
   append(id: number, more: boolean, data: Buffer): Buffer {
     if (data.length > MAX_CHUNK) throw new RangeError(`an APPEND chunk is at most ${MAX_CHUNK} bytes`);
@@ -291,6 +302,8 @@ export const decode = {
       }
       case Op.WRITE:
         return { root: r.u8(), path: r.str(), mode: r.u32(), more: r.u8() === 1, data: r.rest() };
+      case Op.WRITE_T:
+        return { root: r.u8(), path: r.str(), mode: r.u32(), mtimeNs: r.u64(), more: r.u8() === 1, data: r.rest() };
       case Op.APPEND:
         return { more: r.u8() === 1, data: r.rest() };
       case Op.MKDIR:

@@ -5,13 +5,16 @@
  * ~350 MiB/s. Node can't enter a namespace itself, hence the helper; when it is missing or
  * can't run, startNetnsDialer answers with a reason and the agent stays on SSH.
  *
- * Better still, the agent hands an accepted host connection over to the relay (its descriptor
- * travels over Node's IPC channel): the relay connects, answers a SOCKS5 client itself, and
- * splices, so the connection's bytes never pass through the agent.
+ * Better still, the agent hands its listening sockets to the relay (descriptors travel over Node's
+ * IPC channel): the relay's threads accept, answer a SOCKS5 client themselves, connect and splice,
+ * so neither a connection's bytes nor its setup pass through the agent. The agent keeps its own
+ * descriptor of each listening socket (idle while the relay serves), so the port outlives a relay.
+ * A single accepted connection can be handed over too, for when the agent accepted it itself.
  *
  *   const { dialer, reason } = await startNetnsDialer({ pid, runDir, onExit });
  *   const stream = await dialer.dial({ host: '127.0.0.1', port: 5432 }, signal);
- *   dialer.handoff(socket, { kind: 'forward', host: '127.0.0.1', port: 5432 }, onEnd);
+ *   dialer.listen(listener);   // a RelayListener (agent/host-listener.ts): the relay accepts on it
+ *   dialer.handoff(socket, { kind: 'forward', host: '127.0.0.1', port: 5432 }, onEnd, signal);
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
@@ -62,6 +65,32 @@ export interface HandoffEnd {
   out: number;
 }
 
+/**
+ * A host listener the relay can serve itself: it accepts, answers (SOCKS5 included) and splices
+ * without the agent seeing the connection at all. The agent keeps a descriptor of the socket the
+ * whole time, so the port stays bound (and connections queue) while no relay runs.
+ */
+export interface RelayListener {
+  /** What each connection gets: a port forward's target, or a SOCKS5 conversation. */
+  readonly request: HandoffRequest;
+  /** The listening socket to give the relay (a libuv handle), or undefined when there is none. */
+  handle(): object | undefined;
+  /** The relay accepts from now on; `holder` is a descriptor of the same socket for the agent to keep. */
+  taken(holder: { close(): void }): void;
+  /** The relay that served it is gone: the agent accepts again. */
+  released(): void;
+  /** The relay's figures for this listener since it took it (sent shortly after they change). */
+  counted(counts: RelayCounts): void;
+}
+
+/** Connections a relay served for one listener: open now, accepted in all, bytes of those that ended. */
+export interface RelayCounts {
+  active: number;
+  total: number;
+  in: number;
+  out: number;
+}
+
 export interface NetnsDialer {
   /** A byte stream to host:port inside the guest's network namespace (IP literal or 'localhost'). */
   dial(target: NetnsTarget, signal?: AbortSignal): Promise<Duplex>;
@@ -71,8 +100,13 @@ export interface NetnsDialer {
    * Gives an accepted host connection to the relay, which connects inside the guest and moves its
    * bytes itself; `onEnd` is called once the connection is over. False when the relay can't take
    * it (no channel to the relay, or a target it can't dial): the caller serves the socket.
+   * Aborting `signal` (the forward or proxy went) cuts the connection.
    */
-  handoff?(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean;
+  handoff?(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void, signal?: AbortSignal): boolean;
+  /** Gives a listening socket to the relay (see RelayListener); false when it can't take it. */
+  listen?(listener: RelayListener): boolean;
+  /** The relay stops accepting for `listener` and cuts every connection it still has. */
+  unlisten?(listener: RelayListener): void;
   /** Stops the relay; its open connections end with it. onExit is not called for this. */
   close(): Promise<void>;
   /** The relay process, for status output. */
@@ -181,20 +215,35 @@ interface Handed {
   resolve?(name: string): Promise<string[]>;
 }
 
-/** A message from the relay over the IPC channel (native/nsrelay.c, "connections handed over"). */
+/** A message from the relay over the IPC channel (native/nsrelay.c, "connections handed over", "listeners handed over"). */
 interface RelayEvent {
   ev?: string;
+  /** The listener a connection came from; 0 or absent for a connection handed over alone. */
+  l?: number;
   id?: number;
   host?: string;
   in?: number;
   out?: number;
+  active?: number;
+  total?: number;
+  error?: string;
 }
+
+interface Listening {
+  listener: RelayListener;
+  /** The relay said it accepts (and gave back its descriptor). */
+  taken: boolean;
+}
+
+type Handle = { close(): void };
 
 class RelayDialer implements NetnsDialer {
   private exitReason: string | undefined;
   private closing = false;
   private readonly exited: Promise<void>;
   private readonly handed = new Map<number, Handed>();
+  private readonly listening = new Map<number, Listening>();
+  private readonly listenerIds = new Map<RelayListener, number>();
   private nextId = 0;
 
   constructor(
@@ -205,13 +254,18 @@ class RelayDialer implements NetnsDialer {
   ) {
     // A send to a relay that just exited errors here as well as in its callback.
     child.on('error', () => {});
-    child.on('message', (message: RelayEvent) => this.onMessage(message));
+    child.on('message', (message: RelayEvent, handle?: Handle) => this.onMessage(message, handle));
     this.exited = new Promise((resolve) => {
       child.once('close', (code: number | null, signal: NodeJS.Signals | null) => {
         this.exitReason = why(code, signal);
         // Its connections died with it.
         for (const entry of this.handed.values()) entry.onEnd({ in: 0, out: 0 });
         this.handed.clear();
+        // Its listeners' sockets live on in the agent's descriptors: the agent accepts again.
+        const listening = [...this.listening.values()];
+        this.listening.clear();
+        this.listenerIds.clear();
+        for (const entry of listening) if (entry.taken) entry.listener.released();
         // A relay killed with SIGKILL could not remove its socket.
         rmSync(socketPath, { force: true });
         resolve();
@@ -233,7 +287,7 @@ class RelayDialer implements NetnsDialer {
     return new DatagramChannel(await this.open('UDP', target));
   }
 
-  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void): boolean {
+  handoff(socket: Socket, request: HandoffRequest, onEnd: (end: HandoffEnd) => void, signal?: AbortSignal): boolean {
     const handle = (socket as unknown as { _handle?: object | null })._handle;
     if (!handle || !this.child.connected || this.exitReason !== undefined || this.closing) return false;
     const id = ++this.nextId;
@@ -243,10 +297,17 @@ class RelayDialer implements NetnsDialer {
       if (host === undefined || /[%\s"\\]/.test(host)) return false;
       line = `FWD ${id} ${host} ${request.port}`;
     } else {
-      const hex = (text: string | undefined) => (text === undefined ? '-' : Buffer.from(text).toString('hex'));
-      line = `SOCKS ${id} ${hex(request.envName.toLowerCase())} ${hex(request.auth?.username)} ${hex(request.auth?.password)}`;
+      line = `SOCKS ${id} ${socksFields(request)}`;
     }
-    this.handed.set(id, { onEnd, resolve: request.kind === 'socks' ? request.resolve : undefined });
+    const cut = () => {
+      if (this.handed.has(id) && this.child.connected) this.child.send({ r: `CUT ${id}` }, undefined, {}, () => {});
+    };
+    signal?.addEventListener('abort', cut, { once: true });
+    const ended = (end: HandoffEnd) => {
+      signal?.removeEventListener('abort', cut);
+      onEnd(end);
+    };
+    this.handed.set(id, { onEnd: ended, resolve: request.kind === 'socks' ? request.resolve : undefined });
     // Node sends the descriptor with the line (SCM_RIGHTS); ours is closed once it is on its way.
     // The handle type is not in @types/node's signature for send().
     const sent = this.child.send({ r: line }, handle as unknown as Socket, {}, (err: Error | null) => {
@@ -256,19 +317,77 @@ class RelayDialer implements NetnsDialer {
     return sent || this.child.connected;
   }
 
-  private onMessage(message: RelayEvent): void {
-    if (typeof message !== 'object' || message === null || typeof message.id !== 'number') return;
-    const id = message.id;
-    if (message.ev === 'end') this.ended(id, { in: Number(message.in) || 0, out: Number(message.out) || 0 });
-    else if (message.ev === 'resolve' && typeof message.host === 'string') {
-      const entry = this.handed.get(id);
-      const answer = (addresses: string[]) => {
-        const usable = addresses.filter((a) => isIP(a) !== 0 && !/[\s"\\]/.test(a));
-        if (this.child.connected) this.child.send({ r: `RESOLVED ${id} ${usable.length ? usable.join(' ') : '-'}` }, undefined, {}, () => {});
-      };
-      if (!entry?.resolve) return answer([]);
-      entry.resolve(message.host).then(answer, () => answer([]));
+  listen(listener: RelayListener): boolean {
+    const handle = listener.handle();
+    if (!handle || !this.child.connected || this.exitReason !== undefined || this.closing || this.listenerIds.has(listener)) return false;
+    const { request } = listener;
+    let line: string;
+    const id = ++this.nextId;
+    if (request.kind === 'forward') {
+      const host = relayHost(request.host);
+      if (host === undefined || /[%\s"\\]/.test(host)) return false;
+      line = `LISTEN ${id} FWD ${host} ${request.port}`;
+    } else {
+      line = `LISTEN ${id} SOCKS ${socksFields(request)}`;
     }
+    this.listening.set(id, { listener, taken: false });
+    this.listenerIds.set(listener, id);
+    // Node sends a descriptor of the socket and keeps its own; the relay answers with another.
+    const sent = this.child.send({ r: line }, handle as unknown as Socket, {}, (err: Error | null) => {
+      if (err) this.forget(listener);
+    });
+    return sent || this.child.connected;
+  }
+
+  unlisten(listener: RelayListener): void {
+    const id = this.forget(listener);
+    if (id !== undefined && this.child.connected) this.child.send({ r: `UNLISTEN ${id}` }, undefined, {}, () => {});
+  }
+
+  private forget(listener: RelayListener): number | undefined {
+    const id = this.listenerIds.get(listener);
+    if (id === undefined) return undefined;
+    this.listenerIds.delete(listener);
+    this.listening.delete(id);
+    return id;
+  }
+
+  private onMessage(message: RelayEvent, handle: Handle | undefined): void {
+    if (typeof message !== 'object' || message === null) return void handle?.close();
+    if (typeof message.l === 'number' && message.l > 0) return this.onListenerMessage(message.l, message, handle);
+    if (typeof message.id !== 'number') return;
+    const id = message.id;
+    if (message.ev === 'end') this.ended(id, bytesOf(message));
+    else if (message.ev === 'resolve' && typeof message.host === 'string') this.resolve(0, id, message.host, this.handed.get(id)?.resolve);
+  }
+
+  private onListenerMessage(l: number, message: RelayEvent, handle: Handle | undefined): void {
+    const entry = this.listening.get(l);
+    if (message.ev === 'listening') {
+      if (!entry || !handle) return void handle?.close();
+      entry.taken = true;
+      return entry.listener.taken(handle);
+    }
+    handle?.close();
+    if (!entry) return;
+    if (message.ev === 'listen-failed') this.forget(entry.listener); // the agent goes on accepting
+    else if (message.ev === 'stats') {
+      entry.listener.counted({ active: Number(message.active) || 0, total: Number(message.total) || 0, ...bytesOf(message) });
+    } else if (message.ev === 'resolve' && typeof message.id === 'number' && typeof message.host === 'string') {
+      const id = message.id;
+      const { request } = entry.listener;
+      this.resolve(l, id, message.host, request.kind === 'socks' ? request.resolve : undefined);
+    }
+  }
+
+  /** Answers a resolve event: the guest's addresses for `host`, or "-" (the relay then refuses). */
+  private resolve(listener: number, id: number, host: string, resolver: ((name: string) => Promise<string[]>) | undefined): void {
+    const answer = (addresses: string[]) => {
+      const usable = addresses.filter((a) => isIP(a) !== 0 && !/[\s"\\]/.test(a));
+      if (this.child.connected) this.child.send({ r: `RESOLVED ${listener} ${id} ${usable.length ? usable.join(' ') : '-'}` }, undefined, {}, () => {});
+    };
+    if (!resolver) return answer([]);
+    resolver(host).then(answer, () => answer([]));
   }
 
   private ended(id: number, end: HandoffEnd): void {
@@ -334,6 +453,16 @@ class RelayDialer implements NetnsDialer {
       socket.write(request);
     });
   }
+}
+
+/** "<envhex> <userhex|-> <passhex|->": the SOCKS settings as the relay reads them (no escaping needed). */
+function socksFields(request: Extract<HandoffRequest, { kind: 'socks' }>): string {
+  const hex = (text: string | undefined) => (text === undefined ? '-' : Buffer.from(text).toString('hex'));
+  return `${hex(request.envName.toLowerCase())} ${hex(request.auth?.username)} ${hex(request.auth?.password)}`;
+}
+
+function bytesOf(message: RelayEvent): HandoffEnd {
+  return { in: Number(message.in) || 0, out: Number(message.out) || 0 };
 }
 
 function aborted(signal: AbortSignal): Error {

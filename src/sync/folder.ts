@@ -100,7 +100,7 @@ export class SyncFolder {
   async initial(ops: GuestOps, progress: (done: number, total: number) => void): Promise<ApplyReport & { rejected: string[]; skipped: number }> {
     this.host.fresh();
     const [hostTree, guestTree] = await Promise.all([scanHost(this.host.root, this.ignored), ops.list(this.root)]);
-    const plan = planInitialSync(hostTree, guestTree, this.ignored);
+    const plan = planInitialSync(hostTree, guestTree, this.ignored, ops.keepsMtime);
     const report: ApplyReport = { done: 0, failed: [] };
     const total = plan.remove.length + plan.mkdir.length + plan.write.length + plan.symlink.length + plan.chmod.length;
     let done = 0;

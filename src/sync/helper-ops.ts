@@ -6,7 +6,7 @@
  */
 import { createReadStream, readSync } from 'node:fs';
 import type { Client, ClientChannel } from 'ssh2';
-import { EventKind, GuestClient, GuestError, type GuestEvent } from '../guest/client.js';
+import { EventKind, Feature, GuestClient, GuestError, type GuestEvent } from '../guest/client.js';
 import { shellQuote } from '../ssh/exec.js';
 import type { Change } from './coalesce.js';
 import { GuestOpError, type FileSource, type GuestOps, type ListEntry } from './ops.js';
@@ -25,9 +25,10 @@ export async function openHelperOps(client: Client, path: string, roots: string[
   });
   const guest = new GuestClient(channel);
   let timer: NodeJS.Timeout | undefined;
+  let features = 0;
   try {
     await Promise.race([
-      guest.hello(),
+      guest.hello().then((hello) => (features = hello.features)),
       new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no HELLO answer within ${HELLO_TIMEOUT_MS / 1000} s`)), HELLO_TIMEOUT_MS))),
     ]);
   } catch (err) {
@@ -37,7 +38,7 @@ export async function openHelperOps(client: Client, path: string, roots: string[
   } finally {
     clearTimeout(timer);
   }
-  return new HelperOps(guest);
+  return new HelperOps(guest, (features & Feature.MTIME) !== 0);
 }
 
 /** A guest refusal is about one path; a closed or broken connection is not. */
@@ -60,10 +61,17 @@ export function toGuestEvents(changes: readonly Change[] | 'rescan'): GuestEvent
   });
 }
 
+/** A file's mtime in nanoseconds, from the millisecond float fs.Stats gives (exact to the microsecond). */
+const nanoseconds = (mtimeMs: number) => BigInt(Math.round(mtimeMs * 1000)) * 1000n;
+
 class HelperOps implements GuestOps {
   readonly via = 'helper' as const;
 
-  constructor(private readonly guest: GuestClient) {}
+  constructor(
+    private readonly guest: GuestClient,
+    /** The helper sets a written file's mtime to the host file's (an older helper leaves it at the write). */
+    readonly keepsMtime: boolean,
+  ) {}
 
   replay(root: number, changes: readonly Change[] | 'rescan'): Promise<number> {
     return op(this.guest.events(root, toGuestEvents(changes)));
@@ -79,11 +87,11 @@ class HelperOps implements GuestOps {
         if (bytesRead === 0) break;
         got += bytesRead;
       }
-      return op(this.guest.write(root, path, source.mode, data.subarray(0, got)));
+      return op(this.guest.write(root, path, source.mode, data.subarray(0, got), this.keepsMtime ? nanoseconds(source.mtimeMs) : undefined));
     }
     // The fd stays open (the caller closes it); reading by position keeps it independent of other readers.
     const stream = createReadStream('', { fd: source.fd, autoClose: false, start: 0, highWaterMark: 1024 * 1024 });
-    return op(this.guest.write(root, path, source.mode, stream));
+    return op(this.guest.write(root, path, source.mode, stream, this.keepsMtime ? nanoseconds(source.mtimeMs) : undefined));
   }
 
   mkdir(root: number, path: string, mode: number): Promise<void> {

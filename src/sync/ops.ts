@@ -36,6 +36,8 @@ export class GuestOpError extends Error {
 export interface GuestOps {
   /** How the guest is reached, for status and logs. */
   readonly via: 'helper' | 'sftp';
+  /** A written file gets the host file's mtime, so a later comparison can ask for the same mtime (as rsync's quick check). */
+  readonly keepsMtime: boolean;
   /** Makes guest watchers see these host changes on a mounted folder; resolves with how many paths failed. */
   replay(root: number, changes: readonly Change[] | 'rescan'): Promise<number>;
   write(root: number, path: string, source: FileSource): Promise<void>;

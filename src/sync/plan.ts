@@ -5,12 +5,14 @@
  *   guest-only path (not ignored)               removed (only the topmost of a removed tree)
  *   type differs                                removed, then created again
  *   host dir missing in the guest               mkdir (parents first); mode differs → chmod
- *   host file missing, other size, or a guest copy older than the host's mtime   written
- *   same size and the guest copy at least as new                               skipped (chmod if the mode differs)
+ *   host file missing, other size, or another mtime   written
+ *   same size and mtime                                skipped (chmod if the mode differs)
  *   symlinks                                    always sent (LIST does not carry targets; they are tiny)
  *
- * "At least as new" rather than "same mtime": a copy written by the helper gets the guest's clock,
- * later than the host file's mtime; a host edit afterwards makes the host newer again.
+ * The helper sets a written file's mtime to the host file's, so "another mtime" is exact, in both
+ * directions (a file restored with an older time is new content too). Over SFTP, or with a helper too
+ * old to set it, a copy gets the guest's clock at the write: there "another mtime" means a guest copy
+ * older than the host file.
  */
 import type { EntryStat } from './coalesce.js';
 import type { ListEntry } from './ops.js';
@@ -28,7 +30,13 @@ export interface SyncPlan {
 
 const TYPE = { file: 'f', dir: 'd', symlink: 'l' } as const;
 
-export function planInitialSync(host: ReadonlyMap<string, EntryStat>, guest: readonly ListEntry[], ignored: (rel: string, isDir: boolean) => boolean): SyncPlan {
+/** What to do to make the guest folder match the host's; `keepsMtime`: the guest's copies carry the host's mtimes. */
+export function planInitialSync(
+  host: ReadonlyMap<string, EntryStat>,
+  guest: readonly ListEntry[],
+  ignored: (rel: string, isDir: boolean) => boolean,
+  keepsMtime = false,
+): SyncPlan {
   const plan: SyncPlan = { remove: [], mkdir: [], write: [], symlink: [], chmod: [], rejected: [] };
   const inGuest = new Map<string, ListEntry>();
   for (const entry of guest) {
@@ -54,7 +62,7 @@ export function planInitialSync(host: ReadonlyMap<string, EntryStat>, guest: rea
       else if ((g.mode & 0o7777) !== mode) plan.chmod.push({ path: rel, mode });
     } else if (st.type === 'symlink') {
       plan.symlink.push(rel);
-    } else if (!g || g.size !== st.size || g.mtimeMs < Math.floor(st.mtimeMs)) {
+    } else if (!g || g.size !== st.size || (keepsMtime ? Math.abs(g.mtimeMs - st.mtimeMs) >= 1 : g.mtimeMs < Math.floor(st.mtimeMs))) {
       plan.write.push(rel);
     } else if ((g.mode & 0o7777) !== mode) {
       plan.chmod.push({ path: rel, mode });

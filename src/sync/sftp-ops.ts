@@ -30,6 +30,7 @@ const call = <T = void>(fn: (cb: (err: Error | undefined | null, value?: T) => v
 
 class SftpOps implements GuestOps {
   readonly via = 'sftp' as const;
+  readonly keepsMtime = false;
 
   constructor(
     private readonly client: Client,

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,19 @@ describe('mode: sync folders on an LXC container', () => {
     src = join(project, 'src');
     await mkdir(join(src, 'lib/deep'), { recursive: true });
     await mkdir(join(src, 'node_modules/pkg'), { recursive: true });
-    await writeFile(join(project, 'Envfile'), ['name: e2e-sync', 'network: { outbound: false }', 'folders:', `  - { host: src, guest: ${GUEST}, mode: sync, ignore: [node_modules, "*.tmp"] }`, ''].join('\n'));
+    await writeFile(
+      join(project, 'Envfile'),
+      [
+        'name: e2e-sync',
+        'network: { outbound: false }',
+        'folders:',
+        `  - { host: src, guest: ${GUEST}, mode: sync, ignore: [node_modules, "*.tmp"] }`,
+        // Provisioning runs once the folder is copied, so a step can use the project's files.
+        'provision:',
+        `  - shell: cat ${GUEST}/README > /var/tmp/provision-saw`,
+        '',
+      ].join('\n'),
+    );
     await writeFile(join(src, 'README'), 'hello\n');
     await writeFile(join(src, 'lib/deep/code.js'), 'module.exports = 1;\n');
     await writeFile(join(src, 'run.sh'), '#!/bin/sh\necho run\n', { mode: 0o755 });
@@ -69,6 +81,10 @@ describe('mode: sync folders on an LXC container', () => {
     ].sort());
     expect(await guest(`cat ${GUEST}/link.js`)).toBe('module.exports = 1;\n');
     expect(await guest(`stat -c %U ${GUEST}/README`)).toBe('dev\n');
+    expect(await guest('cat /var/tmp/provision-saw')).toBe('hello\n');
+    // The copy keeps the host file's mtime (as rsync -t), to the second as stat prints it.
+    const hostSeconds = Math.floor(statSync(join(src, 'lib/deep/code.js')).mtimeMs / 1000);
+    expect(await guest(`stat -c %Y ${GUEST}/lib/deep/code.js`)).toBe(`${hostSeconds}\n`);
     const status = JSON.parse((await env(['status', '--json'])).stdout).env;
     expect(status.folders).toEqual([expect.objectContaining({ guest: GUEST, mode: 'sync', events: 'native', state: 'synced', via: 'helper', pending: 0 })]);
   });

@@ -1,16 +1,18 @@
 /**
  * A TCP forward's host side: a listener on hostIp:hostPort that hands each connection to the guest
  * through `dial` and relays bytes both ways. The listener stays bound while the guest link is down;
- * connections made then are closed at once (the dial fails fast), never left hanging.
+ * connections made then are closed at once (the dial fails fast), never left hanging. On the fast
+ * path the netns relay takes the listener itself (host-listener.ts) and none of this runs.
  */
 import net from 'node:net';
 import { pipeline, type Duplex } from 'node:stream';
+import { HostListener, type RelayHost } from '../host-listener.js';
 import { RELAY_BUFFER_BYTES } from '../socks/dial.js';
 import type { ForwardCounters } from './spec.js';
 
 export type GuestDial = (host: string, port: number, signal?: AbortSignal) => Promise<Duplex>;
 /** Gives an accepted socket to someone who serves it entirely (the netns relay); false when it can't. */
-export type Handoff = (socket: net.Socket, onEnd: (bytes: { in: number; out: number }) => void) => boolean;
+export type Handoff = (socket: net.Socket, onEnd: (bytes: { in: number; out: number }) => void, closing: AbortSignal) => boolean;
 
 // A guest that accepts nothing within this is treated as refusing.
 const DIAL_TIMEOUT_MS = 10_000;
@@ -90,50 +92,59 @@ export function relay(a: Duplex, b: Duplex): void {
 }
 
 export class TcpForward {
-  private readonly server: net.Server;
+  private readonly listener: HostListener;
   private readonly counters = new Counters();
+  // Aborted by close(): connections handed to the relay one by one are cut with the rest.
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly target: { guestIp: string; guestPort: number },
     private readonly dial: GuestDial,
     private readonly handoff?: Handoff,
+    /** Gives the listener to the netns relay whenever one runs. */
+    private readonly relay?: RelayHost,
   ) {
     // Half-open so a client's FIN reaches the guest while the answer is still streaming back;
     // paused so nothing the client sends is lost before the guest side exists.
-    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) =>
-      this.accept(socket),
-    );
-    this.server.on('error', () => {});
+    const makeServer = () => {
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => this.accept(socket));
+      server.on('error', () => {});
+      return server;
+    };
+    const request = { kind: 'forward' as const, host: target.guestIp, port: target.guestPort };
+    this.listener = new HostListener(request, makeServer);
   }
 
   /** Binds the host listener; rejects with the bind error (EADDRINUSE, EACCES, EADDRNOTAVAIL). */
-  listen(ip: string, port: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const fail = (err: Error) => reject(err);
-      this.server.once('error', fail);
-      this.server.listen({ host: ip, port, exclusive: true }, () => {
-        this.server.off('error', fail);
-        resolve((this.server.address() as net.AddressInfo).port);
-      });
-    });
+  async listen(ip: string, port: number): Promise<number> {
+    const bound = await this.listener.listen({ host: ip, port, exclusive: true });
+    if (this.relay) this.listener.offer(this.relay);
+    return bound;
   }
 
   stats(): ForwardCounters {
-    return this.counters.snapshot();
+    const here = this.counters.snapshot();
+    const relay = this.listener.relayCounts();
+    return {
+      connections: here.connections + relay.active,
+      total: here.total + relay.total,
+      bytesIn: here.bytesIn + relay.in,
+      bytesOut: here.bytesOut + relay.out,
+    };
   }
 
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      this.counters.destroyAll();
-      if (!this.server.listening) resolve();
-    });
+  /** Stops listening and cuts every connection, the relay's included. */
+  async close(): Promise<void> {
+    const closed = this.listener.close();
+    this.closing.abort();
+    this.counters.destroyAll();
+    await closed;
   }
 
   private accept(socket: net.Socket): void {
     if (this.handoff) {
       const ended = this.counters.handedOff();
-      if (this.handoff(socket, ended)) return;
+      if (this.handoff(socket, ended, this.closing.signal)) return;
       ended({ in: 0, out: 0 });
       this.counters.uncount();
     }

@@ -14,6 +14,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { pipeline, type Duplex } from 'node:stream';
+import type { HandoffRequest } from '../../native/netns.js';
+import { HostListener, type RelayHost } from '../host-listener.js';
 import { DialError, RELAY_BUFFER_BYTES, replyFor, type Dialer } from './dial.js';
 import * as wire from './protocol.js';
 import { Reply, type Target } from './protocol.js';
@@ -39,7 +41,9 @@ export interface SocksServerOptions {
    * Gives an accepted client, handshake and all, to someone who serves it entirely (the netns
    * relay speaks SOCKS5 itself); `onEnd` marks it over. False when it can't: the client is served here.
    */
-  handoff?: (socket: net.Socket, onEnd: () => void) => boolean;
+  handoff?: (socket: net.Socket, onEnd: () => void, closing: AbortSignal) => boolean;
+  /** Gives the listening socket itself to the netns relay whenever one runs (host-listener.ts). */
+  relay?: { host: RelayHost; request: Extract<HandoffRequest, { kind: 'socks' }> };
   /** One call per listen, refusal, handshake rejection, connection and close; must not throw. */
   onEvent?: (event: SocksEvent) => void;
 }
@@ -64,13 +68,15 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
   const method = options.auth ? wire.METHOD_USER_PASS : wire.METHOD_NO_AUTH;
   const expected = options.auth && checkedCredentials(options.auth);
   const sockets = new Set<net.Socket>();
+  // Aborted by close(): connections handed to the relay one by one are cut with the rest.
+  const closing = new AbortController();
   let total = 0;
   let refused = 0;
   let handed = 0;
 
   // Half-open so a client's FIN reaches the guest while the reply is still streaming back.
   // Paused, so a client handed to the relay has none of its bytes read here.
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
+  const makeServer = () => net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_BUFFER_BYTES }, (socket) => {
     if (sockets.size + handed >= maxConnections) {
       refused++;
       emit({ type: 'refused', peer: peerOf(socket), reason: 'too many connections' });
@@ -85,15 +91,16 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
         if (!ended) handed--;
         ended = true;
       };
-      if (options.handoff(socket, onEnd)) return;
+      if (options.handoff(socket, onEnd, closing.signal)) return;
       onEnd();
     }
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     serve(socket);
     socket.resume();
-  });
-  server.on('error', (err) => emit({ type: 'error', message: err.message }));
+  }).on('error', (err) => emit({ type: 'error', message: err.message }));
+  const defaultRequest: HandoffRequest = { kind: 'socks', envName: '', resolve: async () => [] };
+  const listener = new HostListener(options.relay?.request ?? defaultRequest, makeServer);
 
   function serve(socket: net.Socket): void {
     const peer = peerOf(socket);
@@ -226,22 +233,22 @@ export function createSocksServer(options: SocksServerOptions): SocksServer {
   }
 
   return {
-    listen: (port, host = '127.0.0.1') =>
-      new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          const bound = (server.address() as net.AddressInfo).port;
-          emit({ type: 'listening', host, port: bound });
-          resolve(bound);
-        });
-      }),
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      }),
-    stats: () => ({ active: sockets.size + handed, total, refused }),
+    listen: async (port, host = '127.0.0.1') => {
+      const bound = await listener.listen({ port, host });
+      emit({ type: 'listening', host, port: bound });
+      if (options.relay) listener.offer(options.relay.host);
+      return bound;
+    },
+    close: async () => {
+      const closed = listener.close();
+      closing.abort();
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+    stats: () => {
+      const relay = listener.relayCounts();
+      return { active: sockets.size + handed + relay.active, total: total + relay.total, refused };
+    },
   };
 }
 

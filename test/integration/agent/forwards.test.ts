@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import { once } from 'node:events';
 import { mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -11,6 +12,7 @@ import {
   eventually,
   freePort,
   guestEcho,
+  guestEchoOnce,
   guestHttp,
   guestUdpEcho,
   httpGet,
@@ -32,6 +34,7 @@ interface Forward {
   guestPort: number;
   state: string;
   connections: number;
+  total: number;
 }
 
 const BODY = '<html><body><h1>hello from agent-fwd</h1></body></html>';
@@ -135,6 +138,72 @@ describe('auto-detected ports', () => {
     expect(await httpGet(port)).toBeUndefined();
     const { events } = await p.json<{ events: { type: string; message: string }[] }>(['logs']);
     expect(events.filter((e) => e.message.includes(`:${port}`)).map((e) => e.type)).toEqual(['port-detected', 'forward-added', 'forward-removed']);
+  });
+});
+
+describe('connections the relay serves', () => {
+  const agentPath = async () => (await p.json<{ agent: { connection: { path: string } } }>(['ports'])).agent.connection.path;
+  const echoed = async (socket: net.Socket, text: string) => {
+    socket.write(text);
+    const [chunk] = (await once(socket, 'data')) as [Buffer];
+    return chunk.toString();
+  };
+
+  it('are counted in env ports and env proxy while they last', async () => {
+    expect(await agentPath()).toBe('netns');
+    const port = await freePort();
+    await guestEcho(p, '127.0.0.1', port);
+    const proxy = async () => (await p.json<{ proxy: { connections: number; total: number } }>(['proxy'])).proxy;
+    const before = await proxy();
+    const socket = await eventually(async () => {
+      const { socket } = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: await proxyPort(), type: 5 },
+        command: 'connect',
+        destination: { host: 'localhost', port },
+        timeout: 5_000,
+      });
+      return socket;
+    }, 10_000);
+    try {
+      expect(await echoed(socket, 'counted')).toBe('counted');
+      await eventually(async () => expect(await proxy()).toMatchObject({ connections: before.connections + 1, total: expect.any(Number) }), 10_000);
+      expect((await proxy()).total).toBeGreaterThan(before.total);
+    } finally {
+      socket.destroy();
+      await stopInGuest(p, port);
+    }
+    await eventually(async () => expect((await proxy()).connections).toBe(before.connections), 10_000);
+
+    // A forward's: the guest's HTTP server waits for a request that never comes.
+    const staticForward = async () => (await forwards()).find((f) => f.id === 'static:0')!;
+    const { total } = await staticForward();
+    const held = net.connect(ports.tcp, '127.0.0.1');
+    held.on('error', () => {});
+    try {
+      await eventually(async () => expect(await staticForward()).toMatchObject({ connections: 1, total: total + 1 }), 10_000);
+    } finally {
+      held.destroy();
+    }
+    await eventually(async () => expect((await staticForward()).connections).toBe(0), 10_000);
+  });
+
+  it('of a forward that goes are cut with it', async () => {
+    const port = await freePort();
+    await guestEchoOnce(p, '127.0.0.1', port);
+    const forward = async () => (await forwards()).find((f) => f.id === `auto:${port}`);
+    await eventually(async () => expect((await forward())?.state).toBe('active'), 10_000);
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    const closed = once(socket, 'close');
+    try {
+      // The guest stops listening once it has answered this: the forward goes, the connection would stay.
+      expect(await echoed(socket, 'first')).toBe('first');
+      await eventually(async () => expect(await forward()).toBeUndefined(), 10_000);
+      await closed;
+    } finally {
+      socket.destroy();
+      await stopInGuest(p, port);
+    }
   });
 });
 

@@ -81,6 +81,12 @@ const ECHO_SERVER = `use IO::Socket::IP; my ($ip, $port) = @ARGV;
 my $s = IO::Socket::IP->new(LocalHost => $ip, LocalPort => $port, Listen => 64, ReuseAddr => 1) or die "listen: $!";
 $SIG{CHLD} = 'IGNORE';
 while (my $c = $s->accept) { next if fork; while (sysread($c, my $buf, 262144)) { syswrite($c, $buf) } exit }`;
+// Takes one connection, stops listening once it has echoed the first read, and goes on echoing:
+// a guest port that goes away while a connection to it lasts.
+const ECHO_ONCE = `use IO::Socket::IP; my ($ip, $port) = @ARGV;
+my $s = IO::Socket::IP->new(LocalHost => $ip, LocalPort => $port, Listen => 1, ReuseAddr => 1) or die "listen: $!";
+my $c = $s->accept; sysread($c, my $first, 65536); close $s; syswrite($c, $first);
+while (sysread($c, my $buf, 65536)) { syswrite($c, $buf) }`;
 const UDP_ECHO = `use IO::Socket::IP; my ($ip, $port) = @ARGV;
 my $s = IO::Socket::IP->new(LocalHost => $ip, LocalPort => $port, Proto => 'udp') or die "bind: $!";
 while (1) { my $peer = $s->recv(my $m, 65535); $s->send("echo:$m", 0, $peer) }`;
@@ -93,6 +99,7 @@ async function startInGuest(p: Project, program: string, args: string[], tag: st
 
 export const guestHttp = (p: Project, ip: string, port: number, body: string) => startInGuest(p, HTTP_SERVER, [ip, String(port), body], `http-${port}`);
 export const guestEcho = (p: Project, ip: string, port: number) => startInGuest(p, ECHO_SERVER, [ip, String(port)], `echo-${port}`);
+export const guestEchoOnce = (p: Project, ip: string, port: number) => startInGuest(p, ECHO_ONCE, [ip, String(port)], `once-${port}`);
 export const guestUdpEcho = (p: Project, ip: string, port: number) => startInGuest(p, UDP_ECHO, [ip, String(port)], `udp-${port}`);
 
 /** Stops the guest services started with that port. */

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HostListener, type RelayHost } from '../../../src/agent/host-listener.js';
 import { DialError, replyFor } from '../../../src/agent/socks/dial.js';
 import { Reply } from '../../../src/agent/socks/protocol.js';
 import { nativeHelperPath } from '../../../src/native/locate.js';
@@ -117,8 +118,9 @@ function alive(pid: number): boolean {
 
 const threads = (pid: number): number => Number(/Threads:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 const fds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
-// The relay's main thread, its IPC reader and the acceptor threads it keeps parked between connections (IDLE_MAX).
-const PARKED_THREADS_MAX = 1 + 1 + 4;
+// The relay's main thread, its IPC reader, the acceptor threads it keeps parked between connections
+// (IDLE_MAX) and the pump threads it parks where a connection's bytes are copied (PUMP_IDLE_MAX).
+const PARKED_THREADS_MAX = 1 + 1 + 4 + 4;
 
 async function until(check: () => boolean, ms = 5_000): Promise<void> {
   for (const deadline = Date.now() + ms; !check(); ) {
@@ -414,6 +416,26 @@ describe.skipIf(!usable)('relay into a network namespace (root, ip netns)', () =
       expect(ends.pop()).toEqual({ in: 0, out: 0 });
     });
 
+    it('cuts a handed-over connection when its signal aborts (its forward or proxy went)', async () => {
+      const closing = new AbortController();
+      const server = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => {
+        if (!dialer.handoff!(socket, { kind: 'forward', host: '127.0.0.1', port }, (end) => ends.push(end), closing.signal)) socket.destroy();
+      });
+      servers.push(server);
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const live = connect((server.address() as { port: number }).port, '127.0.0.1');
+      live.on('error', () => {});
+      const [greeting] = (await once(live, 'data')) as [Buffer];
+      expect(greeting.toString()).toBe('ns\n');
+      ends.length = 0;
+      const cut = once(live, 'close');
+      closing.abort();
+      await cut;
+      await until(() => ends.length === 1);
+      await settled();
+    });
+
     it('refuses a target the relay cannot dial, so the caller serves it', () => {
       const socket = connect(port, '127.0.0.1');
       socket.on('error', () => {});
@@ -516,6 +538,138 @@ describe.skipIf(!usable)('relay into a network namespace (root, ip netns)', () =
       socket.on('error', () => {});
       expect(own.handoff!(socket, { kind: 'forward', host: '127.0.0.1', port }, () => {})).toBe(false);
       socket.destroy();
+    });
+  });
+
+  describe('listening sockets handed over to the relay', () => {
+    let dialer: NetnsDialer;
+    let idleFds = 0;
+    const open: HostListener[] = [];
+    const resolved: string[] = [];
+    const relayOf = (d: NetnsDialer): RelayHost => ({ serve: (l) => void d.listen!(l), unserve: (l) => d.unlisten!(l) });
+
+    /** A host port that answers "here\n" itself until a relay takes it, as the agent's forwards do. */
+    async function hostPort(request: HandoffRequest): Promise<{ listener: HostListener; port: number; servedHere: () => number }> {
+      let here = 0;
+      const listener = new HostListener(request, () =>
+        createServer((socket) => {
+          here++;
+          socket.end('here\n');
+        }),
+      );
+      open.push(listener);
+      return { listener, port: await listener.listen({ host: '127.0.0.1', port: 0 }), servedHere: () => here };
+    }
+
+    const socksRequest = (auth?: { username: string; password: string }): HandoffRequest => ({
+      kind: 'socks',
+      envName: 'webapp',
+      auth,
+      resolve: async (name) => {
+        resolved.push(name);
+        if (name !== 'db.internal') throw new DialError('dns', `${name} is not known`);
+        return ['10.66.0.9', '127.0.0.1'];
+      },
+    });
+
+    async function viaSocks(proxy: number, host: string, target: number, credentials?: { userId: string; password: string }): Promise<Socket> {
+      const { socket } = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: proxy, type: 5, ...credentials },
+        command: 'connect',
+        destination: { host, port: target },
+        timeout: 5_000,
+      });
+      return socket;
+    }
+
+    beforeAll(async () => {
+      dialer = await newDialer('listeners', { headerTimeoutMs: 500, connectTimeoutMs: 1_000 });
+      idleFds = fds(dialer.relayPid!);
+    });
+
+    afterAll(async () => {
+      await Promise.all(open.map((l) => l.close()));
+    });
+
+    it("serves a forward's port itself once it has the listening socket, and reports its figures", async () => {
+      const { listener, port: forward, servedHere } = await hostPort({ kind: 'forward', host: '127.0.0.1', port });
+      expect((await collect(connect(forward, '127.0.0.1'))).toString()).toBe('here\n');
+      listener.offer(relayOf(dialer));
+      await until(() => listener.servedByRelay);
+      const data = randomBytes(2 << 20);
+      const back = await send(connect(forward, '127.0.0.1'), data);
+      expect(back.subarray(0, 3).toString()).toBe('ns\n');
+      expect(sha(back.subarray(3))).toBe(sha(data));
+      await until(() => listener.relayCounts().total === 1 && listener.relayCounts().active === 0);
+      expect(listener.relayCounts()).toEqual({ active: 0, total: 1, in: data.length, out: data.length + 3 });
+      // A connection that lasts is counted while it does.
+      const live = connect(forward, '127.0.0.1');
+      await once(live, 'data');
+      await until(() => listener.relayCounts().active === 1);
+      live.end();
+      await until(() => listener.relayCounts().active === 0 && listener.relayCounts().total === 2);
+      expect(servedHere()).toBe(1);
+    });
+
+    it('speaks SOCKS5 on a proxy port it took: addresses, the guest names, names the agent resolves, credentials', async () => {
+      const plain = await hostPort(socksRequest());
+      plain.listener.offer(relayOf(dialer));
+      await until(() => plain.listener.servedByRelay);
+      for (const host of ['127.0.0.1', '::1', 'localhost', 'api.webapp', 'db.internal']) {
+        const socket = await viaSocks(plain.port, host, port);
+        expect((await send(socket, Buffer.from('hi'))).toString()).toBe('ns\nhi');
+      }
+      expect(resolved).toEqual(['db.internal']);
+      await expect(viaSocks(plain.port, 'unknown.internal', port)).rejects.toThrow(/HostUnreachable/);
+
+      const auth = { username: 'dev', password: 'secret' };
+      const guarded = await hostPort(socksRequest(auth));
+      guarded.listener.offer(relayOf(dialer));
+      await until(() => guarded.listener.servedByRelay);
+      const socket = await viaSocks(guarded.port, 'localhost', port, { userId: auth.username, password: auth.password });
+      expect((await send(socket, Buffer.from('ok'))).toString()).toBe('ns\nok');
+      await expect(viaSocks(guarded.port, 'localhost', port, { userId: auth.username, password: 'wrong' })).rejects.toThrow(/authentication failed/i);
+      expect(plain.servedHere() + guarded.servedHere()).toBe(0);
+    });
+
+    it('cuts the live connections of a port it stops serving, refuses new ones, and lets go of every thread and fd', async () => {
+      const { listener, port: forward } = await hostPort({ kind: 'forward', host: '127.0.0.1', port });
+      listener.offer(relayOf(dialer));
+      await until(() => listener.servedByRelay);
+      const live = connect(forward, '127.0.0.1');
+      live.on('error', () => {});
+      const [greeting] = (await once(live, 'data')) as [Buffer];
+      expect(greeting.toString()).toBe('ns\n');
+      const cut = once(live, 'close');
+      await listener.close();
+      await cut;
+      const refused = connect(forward, '127.0.0.1');
+      const [err] = (await once(refused, 'error')) as [NodeJS.ErrnoException];
+      expect(err.code).toBe('ECONNREFUSED');
+      await Promise.all(open.map((l) => l.close()));
+      await until(() => fds(dialer.relayPid!) === idleFds && threads(dialer.relayPid!) <= PARKED_THREADS_MAX);
+    });
+
+    it('keeps the port when its relay goes, serves it here meanwhile, and gives it to the next relay', { timeout: 15_000 }, async () => {
+      const first = await newDialer('listeners-first');
+      const { listener, port: forward, servedHere } = await hostPort({ kind: 'forward', host: '127.0.0.1', port });
+      listener.offer(relayOf(first));
+      await until(() => listener.servedByRelay);
+      const live = connect(forward, '127.0.0.1');
+      live.on('error', () => {});
+      await once(live, 'data');
+      const ended = once(live, 'close');
+      await first.close();
+      await ended; // its connections went with it
+      await until(() => !listener.servedByRelay);
+      expect((await collect(connect(forward, '127.0.0.1'))).toString()).toBe('here\n');
+      expect(servedHere()).toBe(1);
+
+      const next = await newDialer('listeners-next');
+      expect(next.listen!(listener)).toBe(true);
+      await until(() => listener.servedByRelay);
+      expect((await send(connect(forward, '127.0.0.1'), Buffer.from('again'))).toString()).toBe('ns\nagain');
+      expect(listener.port).toBe(forward);
     });
   });
 

@@ -34,6 +34,7 @@ describe('encoding requests', () => {
     ['SYMLINK', encode.symlink(6, 1, 'l', '../t'), Op.SYMLINK, 6, '01' + '0001' + '6c' + '0004' + hex(Buffer.from('../t'))],
     ['RENAME', encode.rename(7, 0, 'a', 'b'), Op.RENAME, 7, '00' + '0001' + '61' + '0001' + '62'],
     ['WRITE', encode.write(8, 0, 'f', 0o644, true, Buffer.from('hi')), Op.WRITE, 8, '00' + '0001' + '66' + '000001a4' + '01' + '6869'],
+    ['WRITE_T (with an mtime)', encode.write(9, 0, 'f', 0o644, false, Buffer.from('hi'), 0x0102030405060708n), Op.WRITE_T, 9, '00' + '0001' + '66' + '000001a4' + '0102030405060708' + '00' + '6869'],
     ['APPEND', encode.append(8, false, Buffer.from('!')), Op.APPEND, 8, '00' + '21'],
   ])('%s', (_name, frame, op, id, payload) => {
     expect(payloadOf(frame, op, id)).toBe(payload);
@@ -75,6 +76,7 @@ describe('decoding requests (as the helper reads them)', () => {
     [encode.hello(1), { version: 1 }],
     [encode.events(1, 3, [{ kind: EventKind.DELETE, path: 'x' }, { kind: EventKind.RENAME, path: 'a', to: 'b' }]), { root: 3, batch: [{ kind: 4, path: 'x' }, { kind: 5, path: 'a', to: 'b' }] }],
     [encode.write(1, 0, 'f', 0o600, false, Buffer.from('d')), { root: 0, path: 'f', mode: 0o600, more: false, data: Buffer.from('d') }],
+    [encode.write(1, 0, 'f', 0o600, true, Buffer.from('d'), 5n), { root: 0, path: 'f', mode: 0o600, mtimeNs: 5n, more: true, data: Buffer.from('d') }],
     [encode.append(1, true, Buffer.from('d')), { more: true, data: Buffer.from('d') }],
     [encode.mkdir(1, 0, 'd', 0o700), { root: 0, path: 'd', mode: 0o700 }],
     [encode.symlink(1, 0, 'l', 't'), { root: 0, path: 'l', target: 't' }],

@@ -101,8 +101,23 @@ describe('envbox-guest', () => {
   });
 
   it('says hello with its version, features and machine', async () => {
-    expect(await serve([root]).guest.hello()).toEqual({ version: 1, features: 0, machine: 'x86_64' });
-    expect((await serve([root], true).guest.hello()).features).toBe(1);
+    expect(await serve([root]).guest.hello()).toEqual({ version: 1, features: 2, machine: 'x86_64' });
+    expect((await serve([root], true).guest.hello()).features).toBe(3);
+  });
+
+  it("WRITE_T gives the file the host's mtime, to the nanosecond, whole or streamed; plain WRITE leaves the write's time", async () => {
+    const { guest } = serve([root]);
+    const old = 1_600_000_000_123_456_789n;
+    await guest.write(0, 'kept.txt', 0o644, Buffer.from('kept'), old);
+    const st = statSync(join(root, 'kept.txt'), { bigint: true });
+    expect(st.mtimeNs).toBe(old);
+    await guest.write(0, 'big/streamed.bin', 0o600, Readable.from([Buffer.alloc(1024 * 1024 + 5), Buffer.alloc(3)]), old + 1n);
+    expect(statSync(join(root, 'big/streamed.bin'), { bigint: true }).mtimeNs).toBe(old + 1n);
+    expect(statSync(join(root, 'big/streamed.bin')).size).toBe(1024 * 1024 + 8);
+    const before = Date.now();
+    await guest.write(0, 'plain.txt', 0o644, Buffer.from('plain'));
+    expect(statSync(join(root, 'plain.txt')).mtimeMs).toBeGreaterThanOrEqual(before - 1000);
+    expect(leftovers(root)).toEqual([]);
   });
 
   it('writes files through a temp file, with mode, parents, several chunks and streams', async () => {

@@ -4,7 +4,7 @@
  * It records every call, can fail the channel on demand, and can answer LIST with hostile paths.
  */
 import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import { chmod, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { read } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +16,8 @@ const readAt = promisify(read);
 
 export class FakeOps implements GuestOps {
   readonly via = 'helper' as const;
+  /** Like the helper with Feature.MTIME: a written file gets the host file's mtime. */
+  readonly keepsMtime = true;
   calls: string[] = [];
   replays: { root: number; changes: readonly Change[] | 'rescan' }[] = [];
   /** Fail every request with a channel error while set (a dropped connection). */
@@ -57,6 +59,7 @@ export class FakeOps implements GuestOps {
       const target = this.at(root, path);
       await writeFile(target, data, { mode: source.mode });
       await chmod(target, source.mode);
+      await utimes(target, new Date(), new Date(source.mtimeMs));
     });
   }
 

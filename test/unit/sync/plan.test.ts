@@ -46,6 +46,22 @@ describe('initial sync plan', () => {
     expect(plan.chmod).toEqual([{ path: 'mode-only', mode: 0o755 }]);
   });
 
+  it("where the guest keeps the host's mtimes, skips only the same size and mtime: an older host time is new content too", () => {
+    const host = new Map<string, EntryStat>([
+      ['same', f(3, 1000.4)],
+      ['restored-older', f(3, 900)],
+      ['edited-newer', f(3, 2000)],
+      ['other-size', f(4, 1000)],
+      ['mode-only', f(3, 1000, 0o755)],
+    ]);
+    const guest = [g('f', 'same', 3, 1000), g('f', 'restored-older', 3, 1000), g('f', 'edited-newer', 3, 1000), g('f', 'other-size', 3, 1000), g('f', 'mode-only', 3, 1000)];
+    const plan = planInitialSync(host, guest, none, true);
+    expect(plan.write.sort()).toEqual(['edited-newer', 'other-size', 'restored-older']);
+    expect(plan.chmod).toEqual([{ path: 'mode-only', mode: 0o755 }]);
+    // Without kept mtimes (SFTP, an older helper) the same older file looks current.
+    expect(planInitialSync(host, guest, none, false).write.sort()).toEqual(['edited-newer', 'other-size']);
+  });
+
   it('removes guest-only paths (the topmost of a tree) and paths whose type changed, but keeps ignored ones', () => {
     const host = new Map<string, EntryStat>([['x', d()]]);
     const guest = [g('d', 'old'), g('f', 'old/a'), g('d', 'old/sub'), g('f', 'old/sub/b'), g('f', 'x'), g('d', 'node_modules'), g('f', 'node_modules/m.js')];
