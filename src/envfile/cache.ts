@@ -15,8 +15,8 @@
  * can't be read or parsed is ignored (and replaced), and one that can't be written costs nothing but time.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cacheHome } from '../util/paths.js';
@@ -176,6 +176,25 @@ async function writeEntry(file: string, entry: Entry): Promise<void> {
     await rename(tmp, file);
   } catch {
     await rm(tmp, { force: true }).catch(() => undefined);
+  }
+  await pruneEntries(dirname(file)).catch(() => undefined);
+}
+
+/** Past this many entries, a write also drops the entries of Envfiles that are gone (throw-away projects). */
+export const PRUNE_ABOVE = 64;
+
+async function pruneEntries(dir: string): Promise<void> {
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.json'));
+  if (names.length <= PRUNE_ABOVE) return;
+  for (const name of names) {
+    const file = join(dir, name);
+    let envfile: unknown;
+    try {
+      envfile = (JSON.parse(await readFile(file, 'utf8')) as Partial<Entry>).config?.envfile;
+    } catch {
+      envfile = undefined; // unreadable or corrupt: of no use to anyone
+    }
+    if (typeof envfile !== 'string' || !existsSync(envfile)) await rm(file, { force: true });
   }
 }
 

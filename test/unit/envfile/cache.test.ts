@@ -1,8 +1,8 @@
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cachedConfig, configCacheFile, imageKeyFor, readEnvfileCached } from '../../../src/envfile/cache.js';
+import { cachedConfig, configCacheDir, configCacheFile, imageKeyFor, PRUNE_ABOVE, readEnvfileCached } from '../../../src/envfile/cache.js';
 import { resolveImage } from '../../../src/images/resolve.js';
 import { readEnvfile } from '../../../src/envfile/index.js';
 
@@ -177,6 +177,27 @@ describe('config cache', () => {
     await rm(join(root, 'cache'), { recursive: true });
     await writeFile(join(root, 'cache'), 'a file where the folder should be');
     expect((await readEnvfileCached(envfile)).name).toBe('web');
+  });
+
+  it("drops the entries of Envfiles that are gone once there are many, and keeps the others'", async () => {
+    const envfiles: string[] = [];
+    for (let i = 0; i <= PRUNE_ABOVE; i++) {
+      const dir = join(root, `p${i}`);
+      await mkdir(dir);
+      envfiles.push(join(dir, 'Envfile'));
+      await writeFile(envfiles[i]!, `name: p${i}\n`);
+      await readEnvfileCached(envfiles[i]!);
+    }
+    // The first writes stayed under the limit; the last found nothing gone.
+    expect((await readdir(configCacheDir())).length).toBe(PRUNE_ABOVE + 1);
+    for (const f of envfiles.slice(0, 10)) await rm(dirname(f), { recursive: true });
+    await writeFile(join(configCacheDir(), 'corrupt.json'), '{');
+    await writeFile(envfile, 'name: web\n');
+    await readEnvfileCached(envfile);
+    expect((await readdir(configCacheDir())).sort()).toEqual(
+      [...envfiles.slice(10), envfile].map((f) => configCacheFile(f).split('/').pop()).sort(),
+    );
+    expect(cachedConfig(envfiles[10]!)?.name).toBe('p10');
   });
 
   it('missing Envfile and too-big Envfile errors are the uncached ones', async () => {
