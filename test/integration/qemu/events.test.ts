@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestClient, type GuestEvent } from '../../../src/guest/client.js';
-import { EventKind } from '../../../src/guest/protocol.js';
+import { EventKind, Feature } from '../../../src/guest/protocol.js';
 import { nativeHelperPath } from '../../../src/native/locate.js';
 import { ROOT, env as runEnv } from '../../helpers/cli.js';
 
@@ -192,7 +192,7 @@ describe('host file events replayed in a QEMU guest', () => {
     served.stderr.on('data', (d: Buffer) => process.stderr.write(`envbox-guest: ${d.toString()}`));
     guest = new GuestClient(Duplex.from({ readable: served.stdout, writable: served.stdin }));
     // The helper must hold the shared folders before watchers start (docs/events.md, "pinned folders").
-    expect(await guest.hello()).toEqual({ version: 1, features: 1, machine: 'x86_64' });
+    expect(await guest.hello()).toEqual({ version: 1, features: Feature.WATCH | Feature.MTIME, machine: 'x86_64' });
     watcher = await GuestWatcher.start(SHARED);
     chokidar = await ChokidarWatcher.start(SHARED);
     synced = await GuestWatcher.start(SYNCED);
