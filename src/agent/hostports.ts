@@ -4,7 +4,7 @@
  * root; their sockets still show, only without a holder.
  */
 import { readdir, readFile, readlink } from 'node:fs/promises';
-import { listening, parseProcNet, type SocketEntry } from './procnet.js';
+import { linesInState, listening, parseProcNet, TCP_LISTEN, UDP_UNCONNECTED, type SocketEntry } from './procnet.js';
 
 export interface SocketHolder {
   pid: number;
@@ -14,8 +14,15 @@ export interface SocketHolder {
 
 /** Every listening TCP socket and bound UDP socket in this network namespace. */
 export async function hostListeners(): Promise<SocketEntry[]> {
-  const read = (file: string) => readFile(file, 'utf8').catch(() => '');
-  const [tcp, tcp6, udp, udp6] = await Promise.all(['tcp', 'tcp6', 'udp', 'udp6'].map((t) => read(`/proc/net/${t}`)));
+  // A busy host's TCP table is mostly connections and TIME_WAIT: only the lines in a listening state are parsed.
+  const read = (file: string, state: number) =>
+    readFile(file).then((table) => linesInState(table, state).join('\n'), () => '');
+  const [tcp, tcp6, udp, udp6] = await Promise.all([
+    read('/proc/net/tcp', TCP_LISTEN),
+    read('/proc/net/tcp6', TCP_LISTEN),
+    read('/proc/net/udp', UDP_UNCONNECTED),
+    read('/proc/net/udp6', UDP_UNCONNECTED),
+  ]);
   return listening([...parseProcNet(`${tcp}\n${tcp6}`, 'tcp'), ...parseProcNet(`${udp}\n${udp6}`, 'udp')]);
 }
 

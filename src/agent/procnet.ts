@@ -22,7 +22,7 @@ export interface SocketEntry {
 }
 
 export const TCP_LISTEN = 0x0a;
-const UDP_UNCONNECTED = 0x07;
+export const UDP_UNCONNECTED = 0x07;
 
 export function parseProcNet(text: string, protocol: 'tcp' | 'udp', byteOrder: 'LE' | 'BE' = endianness()): SocketEntry[] {
   const out: SocketEntry[] = [];

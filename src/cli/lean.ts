@@ -48,7 +48,8 @@ export async function runLeanUp(args: readonly string[]): Promise<boolean> {
     const { status } = await import('../core/lifecycle.js');
     const { up } = await import('../core/up.js');
     const env = await up(await openEnv(flags.envfile), out, { provision: flags.provision });
-    const report = await status(env);
+    // up resolves only with the guest running (a login just worked, or it was running under the lock).
+    const report = await status(env, { state: 'running' });
     if (out.json) out.printJson({ ok: true, env: report });
     else out.print(`env "${report.name}" is ${report.state} at ${report.address} — env ssh to get in`);
   } catch (err) {

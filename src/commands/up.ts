@@ -15,7 +15,8 @@ export default class Up extends EnvCommand {
     const { up } = await import('../core/up.js');
     const { flags } = await this.parse(Up);
     const env = await up(await openEnv(flags.envfile), this.out, { provision: flags.provision });
-    const report = await status(env);
+    // up resolves only with the guest running (a login just worked, or it was running under the lock).
+    const report = await status(env, { state: 'running' });
     this.result({ env: report }, () => `env "${report.name}" is ${report.state} at ${report.address} — env ssh to get in`);
   }
 }

@@ -286,6 +286,7 @@ export async function runAgent(env: Env): Promise<number> {
     // Loaded here, not at the top: `env up` and `env halt` use this module too and need none of the agent itself.
     const { Agent } = await import('../agent/agent.js');
     const { openSession } = await import('./session.js');
+    const netns = netnsAccess(env);
     agent = new Agent({
       envName: env.config.name,
       guestAddress: env.record.machine.address,
@@ -300,9 +301,11 @@ export async function runAgent(env: Env): Promise<number> {
           // Started by `env up` alongside the guest: a login tried before the guest has its address would
           // wait out an ARP timeout, so wait for the guest to run first.
           await untilRunning(env, timeoutMs);
+          // The relay wants the guest's init pid right after the login: looked up while logging in.
+          netns?.prefetch();
           return openSession(env, timeoutMs);
         },
-        netns: netnsAccess(env),
+        netns,
         guestState: () => env.provider.state(existingSpec(env)),
       },
     });
@@ -333,11 +336,17 @@ async function untilRunning(env: Env, timeoutMs: number): Promise<void> {
   while ((await env.provider.state(existingSpec(env)).catch(() => 'unknown')) !== 'running' && Date.now() < deadline) await sleep(25);
 }
 
-function netnsAccess(env: Env): NetnsAccess | undefined {
+function netnsAccess(env: Env): (NetnsAccess & { prefetch(): void }) | undefined {
   const { provider } = env;
   if (!provider.capabilities.netns || !provider.netnsPid) return undefined;
+  let early: Promise<number | undefined> | undefined;
   return {
-    pid: () => provider.netnsPid!(existingSpec(env)),
+    prefetch: () => void (early = provider.netnsPid!(existingSpec(env)).catch(() => undefined)),
+    pid: () => {
+      const pid = early ?? provider.netnsPid!(existingSpec(env));
+      early = undefined;
+      return pid;
+    },
     start: async (pid, onExit) => {
       const { startNetnsDialer } = await import('../native/netns.js');
       return startNetnsDialer({ pid, runDir: agentFiles(env.dir).runDir, onExit });

@@ -17,8 +17,8 @@ export interface Env {
 
 export async function openEnv(envfileFlag: string | undefined): Promise<Env> {
   // Loaded here, not at the top: the agent (agent-main.ts) uses this module without the Envfile parser.
-  const { readEnvfile } = await import('../envfile/index.js');
-  const config = await readEnvfile(envfileFlag);
+  const { readEnvfileCached } = await import('../envfile/cache.js');
+  const config = await readEnvfileCached(envfileFlag);
   const id = envId(config.name, config.envfile);
   const record = await readRecord(id);
   const provider = await getProvider(record?.provider ?? config.provider, { remote: config.remote });

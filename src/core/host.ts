@@ -8,7 +8,7 @@ import { existingSpec, type Env } from './env.js';
  * the one command that fixes it — before anything is created.
  */
 export async function hostProblems(env: Env, progress: Progress): Promise<string[]> {
-  const checks = await env.provider.checkHost();
+  const checks = await env.provider.checkHost({ brief: true });
   const missing = checks.filter((c) => !c.ok);
   if (missing.length === 0) return [];
   if (process.getuid?.() !== 0) {

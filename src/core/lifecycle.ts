@@ -139,8 +139,9 @@ export interface StatusReport {
   ports: { host: number; guest: number; protocol: string; reverse: boolean }[];
 }
 
-export async function status(env: Env): Promise<StatusReport> {
-  const state = env.record?.machine ? await env.provider.state(existingSpec(env)) : 'not created';
+/** `known`: the guest's state when the caller has just seen it (env up, after a login worked), not asked again. */
+export async function status(env: Env, known?: { state: GuestState }): Promise<StatusReport> {
+  const state = env.record?.machine ? (known?.state ?? (await env.provider.state(existingSpec(env)))) : 'not created';
   const agent = state === 'running' ? await agentStatus(env) : undefined;
   const live = agent?.folders ?? [];
   return {

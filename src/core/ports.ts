@@ -129,10 +129,12 @@ async function savePlan(env: Env, plan: PortPlan): Promise<void> {
  */
 export async function checkPortCollisions(env: Env, out?: { info(text: string): void }): Promise<PortPlan> {
   const ports = env.config.ports;
-  const held = await socketsInTheWay(env);
+  const socks = env.config.proxy.socks;
+  // Only host ports the Envfile fixes can collide: without any, the host's socket tables need no reading.
+  const fixed = ports.some((p) => !p.reverse) || typeof socks === 'number';
+  const held = fixed ? await socketsInTheWay(env) : [];
   const previous = (await readPlan(env))?.forwards;
   const planned = planForwards(ports, held, previous);
-  const socks = env.config.proxy.socks;
   const proxyHeld = typeof socks === 'number' ? held.find(sameSocket('tcp', '127.0.0.1', socks)) : undefined;
   const holders = await socketHolders([...planned.collisions, ...planned.corrections].flatMap((c) => (c.held ? [c.held.inode] : [])).concat(proxyHeld ? [proxyHeld.inode] : []));
   const problems = planned.collisions.map((c) => `host port ${c.port} (${c.protocol}, ports[${c.index}]) ${heldBy(c, holders)}`);

@@ -79,6 +79,14 @@ function upSteps(): StepDef<UpContext>[] {
       title: 'Image',
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step, signal) => {
+        // The config cache knows the image's key: a built image is found without parsing its recipe.
+        const { imageKeyFor } = await import('../envfile/cache.js');
+        const key = imageKeyFor(c.env.config);
+        const built = key ? await (await import('../images/store.js')).readImage(key) : undefined;
+        if (built) {
+          c.image = built;
+          return built.name;
+        }
         const { ensureImage } = await import('../images/index.js');
         c.image = await ensureImage(
           c.env.config.image.packages.length ? c.env.config.image : c.env.config.image.from,
@@ -93,10 +101,11 @@ function upSteps(): StepDef<UpContext>[] {
       skip: (c) => c.wasRunning || Boolean(c.env.record?.machine),
       run: async (c, step) => {
         const { env } = c;
-        const { ensureUserKey, generateHostKey, writeKnownHosts } = await import('../ssh/index.js');
+        // Straight from their modules: ssh/index.js would load the SSH library, which creating needs none of.
+        const { ensureUserKey, generateHostKey } = await import('../ssh/keys.js');
+        const { writeKnownHosts } = await import('../ssh/known-hosts.js');
         const dir = await ensureEnvDir(env.id);
-        const userKey = await ensureUserKey(dir);
-        const hostKey = await generateHostKey();
+        const [userKey, hostKey] = await Promise.all([ensureUserKey(dir), generateHostKey()]);
         const spec = guestSpec(env, { rootfs: c.image!.rootfs, authorizedKey: userKey.publicKey, hostKey });
         const machine = await env.provider.create(spec, step);
         c.spec = spec;
@@ -237,6 +246,7 @@ function needsFolderAgentSync(env: Env): boolean {
 /** What "ready" means for a guest, in order; each says what to look at when it never passes. */
 export function readinessChecks(env: Env) {
   const where = () => sshEndpoint(env);
+  let guestPid: Promise<number | undefined> | undefined;
   return [
     {
       description: 'the guest is running',
@@ -246,7 +256,19 @@ export function readinessChecks(env: Env) {
     {
       description: 'sshd accepts connections',
       hint: `the guest runs but nothing listens on ${where().host}:${where().port}; look at the guest's console log in ${env.dir}`,
-      check: () => tcpReachable(where().host, where().port),
+      check: async () => {
+        const { host, port } = where();
+        // Where envbox can see into the guest's network, it looks at its socket table (no connection to sshd).
+        if (env.provider.netnsPid) {
+          guestPid ??= env.provider.netnsPid(existingSpec(env)).catch(() => undefined);
+          const pid = await guestPid;
+          const { guestListens } = await import('./listening.js');
+          const seen = pid === undefined ? undefined : await guestListens(pid, host, port);
+          if (seen !== undefined) return seen;
+          guestPid = undefined; // no such process (yet, or any more): ask again next time
+        }
+        return tcpReachable(host, port);
+      },
     },
     {
       description: 'the env key logs in',

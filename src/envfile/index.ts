@@ -29,8 +29,8 @@ export interface CheckedEnvfile {
 }
 
 /** Load → validate → defaults, as three passes. Never throws for a bad Envfile: the problems come back. */
-export async function checkEnvfile(path: string, opts: { isRoot?: boolean } = {}): Promise<CheckedEnvfile> {
-  const { loaded, problems } = await loadEnvfile(path);
+export async function checkEnvfile(path: string, opts: { isRoot?: boolean; bytes?: Buffer } = {}): Promise<CheckedEnvfile> {
+  const { loaded, problems } = await loadEnvfile(path, opts.bytes);
   if (problems.length) return { loaded, problems, config: undefined };
   const found = validateEnvfile(loaded, opts);
   if (found.length) return { loaded, problems: found, config: undefined };

@@ -1,13 +1,13 @@
-import { existsSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { UsageError } from '../util/errors.js';
+import { displayName, MAX_ENVFILE_BYTES } from './find.js';
 import type { Problem } from './problem.js';
 
-export const ENVFILE_NAMES = ['Envfile', 'Envfile.yaml', 'Envfile.yml'];
-/** Far above any real Envfile; stops a huge or generated file before YAML parsing costs anything. */
-export const MAX_ENVFILE_BYTES = 256 * 1024;
+export { displayName, ENVFILE_NAMES, findEnvfile, MAX_ENVFILE_BYTES } from './find.js';
+
 /** YAML aliases may be used, but an alias bomb (billion laughs) must not expand. */
 const MAX_ALIASES = 50;
 
@@ -24,50 +24,19 @@ export interface LoadedEnvfile {
   lines: LineCounter;
 }
 
-/** Finds the Envfile: --envfile / ENVBOX_ENVFILE, else the current folder or the nearest parent that has one. */
-export function findEnvfile(explicit: string | undefined, cwd = process.cwd()): string {
-  if (explicit) {
-    const path = resolve(cwd, explicit);
-    if (!existsSync(path)) {
-      throw new UsageError('ENVFILE_NOT_FOUND', `${explicit} does not exist`, {
-        hint: 'check the path given with --envfile or ENVBOX_ENVFILE',
-      });
-    }
-    if (statSync(path).isDirectory()) {
-      for (const name of ENVFILE_NAMES) if (existsSync(join(path, name))) return join(path, name);
-      throw new UsageError('ENVFILE_NOT_FOUND', `${explicit} is a folder without an Envfile`, {
-        hint: 'run env init there, or point --envfile at the file',
-      });
-    }
-    return path;
-  }
-  for (let dir = resolve(cwd); ; dir = dirname(dir)) {
-    for (const name of ENVFILE_NAMES) {
-      const path = join(dir, name);
-      if (existsSync(path)) return path;
-    }
-    if (dirname(dir) === dir) break;
-  }
-  throw new UsageError('ENVFILE_NOT_FOUND', `no Envfile in ${cwd} or any folder above it`, {
-    hint: 'run env init to create one, or pass --envfile PATH',
-  });
-}
-
-export function displayName(path: string, cwd = process.cwd()): string {
-  const rel = relative(cwd, path);
-  return rel && !rel.startsWith('..') ? rel : path;
-}
-
-/** Reads and parses an Envfile. YAML syntax problems come back as Problems, all of them. */
-export async function loadEnvfile(path: string): Promise<{ loaded: LoadedEnvfile; problems: Problem[] }> {
+/**
+ * Reads and parses an Envfile. YAML syntax problems come back as Problems, all of them. `bytes`: the file's
+ * content when the caller has read it already (the config cache keys on exactly those bytes).
+ */
+export async function loadEnvfile(path: string, bytes?: Buffer): Promise<{ loaded: LoadedEnvfile; problems: Problem[] }> {
   const display = displayName(path);
-  const size = statSync(path).size;
+  const size = bytes ? bytes.length : statSync(path).size;
   if (size > MAX_ENVFILE_BYTES) {
     throw new UsageError('ENVFILE_TOO_LARGE', `${display} is ${size} bytes; an Envfile may be at most ${MAX_ENVFILE_BYTES}`, {
       hint: 'keep scripts in files and point provision steps at them',
     });
   }
-  const text = await readFile(path, 'utf8');
+  const text = bytes ? bytes.toString('utf8') : await readFile(path, 'utf8');
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
   const problems: Problem[] = [];

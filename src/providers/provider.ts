@@ -85,8 +85,11 @@ export interface HostCheck {
 export interface Provider {
   readonly name: string;
   readonly capabilities: Capabilities;
-  /** What the host has and lacks for this provider (for `env doctor` and before `up`). Never changes anything. */
-  checkHost(): Promise<HostCheck[]>;
+  /**
+   * What the host has and lacks for this provider (for `env doctor` and before `up`). Never changes anything.
+   * `brief` (before every `up`): the same ok/not ok, with the details that only describe left out where that is quicker.
+   */
+  checkHost(opts?: { brief?: boolean }): Promise<HostCheck[]>;
   /** Makes the host ready (idempotent); returns one line per change it made. Needs root where it changes the system. */
   prepareHost(spec: GuestSpec, progress: Progress): Promise<string[]>;
   /** Creates the guest (not started). Must undo its own partial work if it fails. */

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { chmod, link, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import ssh2 from 'ssh2';
 import { EnvboxError } from '../util/errors.js';
 import { runOk } from '../util/exec.js';
 import { writeFileAtomic } from './atomic.js';
+import { publicKeyLine, publicKeyOfPrivate } from './openssh-key.js';
 
 export interface UserKey {
   privateKeyPath: string;
@@ -33,8 +33,9 @@ export async function ensureUserKey(stateDir: string): Promise<UserKey> {
     await createExclusive(privateKeyPath, comment);
     pem = (await readIfExists(privateKeyPath))!;
   }
-  const parsed = ssh2.utils.parseKey(pem);
-  if (parsed instanceof Error || !parsed.isPrivateKey()) {
+  // Read without an SSH library: the key is one ssh-keygen wrote (openssh-key-v1, unencrypted).
+  const parsed = publicKeyOfPrivate(pem);
+  if (!parsed) {
     throw new EnvboxError('SSH_KEY_INVALID', `${privateKeyPath} is not a usable SSH private key`, {
       hint:
         'the guest only accepts the key it was created with; run `env destroy && env up` to recreate the env ' +
@@ -43,7 +44,7 @@ export async function ensureUserKey(stateDir: string): Promise<UserKey> {
   }
   // OpenSSH refuses a key other users can read ("UNPROTECTED PRIVATE KEY FILE"), so repair a loosened mode.
   if (((await stat(privateKeyPath)).mode & 0o077) !== 0) await chmod(privateKeyPath, 0o600);
-  const publicKey = `${parsed.type} ${parsed.getPublicSSH().toString('base64')} ${comment}`;
+  const publicKey = `${publicKeyLine(parsed)} ${comment}`;
   const pubPath = `${privateKeyPath}.pub`;
   // The private key is the source of truth; the .pub is rewritten if a crash or a user left it stale.
   if ((await readIfExists(pubPath))?.trim() !== publicKey) await writeFileAtomic(pubPath, `${publicKey}\n`, 0o644);

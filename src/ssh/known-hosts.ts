@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import ssh2 from 'ssh2';
 import { EnvboxError } from '../util/errors.js';
 import { writeFileAtomic } from './atomic.js';
+import { parsePublicKeyLine, publicKeyLine } from './openssh-key.js';
 
 /** One host key pinned for a name: its type (`ssh-ed25519`) and its wire-format blob. */
 export interface PinnedKey {
@@ -30,9 +30,9 @@ export function knownHostsName(host: string, port = 22): string {
  * address) and OpenSSH through the generated ssh_config (by HostKeyAlias) check the same pinned key.
  */
 export async function writeKnownHosts(file: string, pin: HostPin): Promise<void> {
-  const key = ssh2.utils.parseKey(pin.publicKey);
-  if (key instanceof Error) {
-    throw new EnvboxError('HOSTKEY_INVALID', `cannot pin "${pin.publicKey.slice(0, 40)}…": ${key.message}`, {
+  const key = parsePublicKeyLine(pin.publicKey);
+  if (!key) {
+    throw new EnvboxError('HOSTKEY_INVALID', `cannot pin "${pin.publicKey.slice(0, 40)}…": not an OpenSSH public key line`, {
       hint: 'this is a bug in envbox: the host key it generated is not an OpenSSH public key',
     });
   }
@@ -44,7 +44,7 @@ export async function writeKnownHosts(file: string, pin: HostPin): Promise<void>
       });
     }
   }
-  const line = `${names.join(',')} ${key.type} ${key.getPublicSSH().toString('base64')}\n`;
+  const line = `${names.join(',')} ${publicKeyLine(key)}\n`;
   await writeFileAtomic(file, line, 0o600);
 }
 

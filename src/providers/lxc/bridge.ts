@@ -54,7 +54,8 @@ export async function ensureNetwork(outbound: boolean): Promise<{ state: Network
       hint: `unset ENVBOX_BRIDGE or set it to ${state.bridge}`,
     });
   }
-  const seen = await probe(bridge);
+  // Without a network yet (the first env), the host's routes are wanted too: looked at in the same moment.
+  const [seen, inUse] = await Promise.all([probe(bridge), state ? undefined : hostCidrs()]);
   const link = seen.links.get(bridge);
   if (!state) {
     if (link?.addrs.length) {
@@ -62,21 +63,27 @@ export async function ensureNetwork(outbound: boolean): Promise<{ state: Network
         hint: `another envbox state folder uses it: set ENVBOX_BRIDGE to another name, or if nothing uses it: ip link del ${bridge}`,
       });
     }
-    const subnet = pickSubnet(await hostCidrs());
+    const subnet = pickSubnet(inUse ?? (await hostCidrs()));
     state = { bridge, subnet: `${formatIPv4(subnet.addr)}/24`, gateway: gatewayOf(subnet), leases: {} };
     await writeNetwork(state);
   }
+  // What the bridge lacks, as one `ip -batch` (it stops at the first command that fails, and says which).
+  const batch: string[] = [];
   if (!link) {
-    await runOk('ip', ['link', 'add', bridge, 'type', 'bridge'], { code: 'BRIDGE_CREATE' });
+    batch.push(`link add ${bridge} type bridge`);
     changes.push(`created bridge ${bridge}`);
   }
   if (!link?.addrs.includes(state.gateway)) {
-    await runOk('ip', ['addr', 'add', `${state.gateway}/24`, 'dev', bridge], { code: 'BRIDGE_CREATE' });
+    batch.push(`addr add ${state.gateway}/24 dev ${bridge}`);
     changes.push(`gave ${bridge} ${state.gateway}/24`);
   }
-  if (!link?.up) await runOk('ip', ['link', 'set', bridge, 'up'], { code: 'BRIDGE_CREATE' });
+  if (!link?.up) batch.push(`link set ${bridge} up`);
+  if (batch.length > 0) await runOk('ip', ['-batch', '-'], { input: `${batch.join('\n')}\n`, code: 'BRIDGE_CREATE', what: `ip ${batch.join('; ')}` });
   if (!seen.table) {
-    await runOk('nft', ['-f', '-'], { input: nftTable(bridge, state.subnet), code: 'NFT_FAILED' });
+    const table = nftTable(bridge, state.subnet);
+    await runOk('nft', ['-f', '-'], { input: table, code: 'NFT_FAILED' });
+    // The table as it now is (its outbound set empty), so callers need not list it again.
+    seen.table = table;
     changes.push(`created nft table inet ${bridge}`);
   }
   if (outbound && (await readFile(IP_FORWARD, 'utf8')).trim() !== '1') {

@@ -150,6 +150,13 @@ export const CONTAINER_IDLE_GENERATORS = [
   'systemd-run-generator',
 ];
 
+/**
+ * Units that can do nothing in an unprivileged container, masked in /etc/systemd/system: loading kernel
+ * modules is the host's business (modprobe@.service runs once per module systemd wants, each a process, while
+ * the guest boots and the first login is going on).
+ */
+export const CONTAINER_IDLE_UNITS = ['modprobe@.service', 'systemd-modules-load.service'];
+
 /** systemd-networkd, if the image runs it, keeps the address LXC gave eth0 instead of asking DHCP. */
 export function networkdUnit(address: string, gateway: string): string {
   return [

@@ -1,5 +1,7 @@
+import { accessSync, constants } from 'node:fs';
 import { appendFile, readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { EnvboxError } from '../../util/errors.js';
 import { run } from '../../util/exec.js';
 import type { Progress } from '../../util/progress.js';
@@ -18,24 +20,50 @@ async function installed(cmd: string, args: string[]): Promise<string | undefine
   return result && result.code === 0 ? (result.stdout || result.stderr).trim().split('\n')[0] : undefined;
 }
 
+/** Whether every one of `names` is an executable on the PATH (what `command -v` says, without a shell). */
+function onPath(...names: string[]): boolean {
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  return names.every((name) =>
+    dirs.some((dir) => {
+      try {
+        accessSync(join(dir, name), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    }),
+  );
+}
+
+/** The tool's version line, or with `brief` only whether it is on the PATH (no process started). */
+async function tool(cmd: string, brief: boolean): Promise<string | undefined> {
+  if (brief) return onPath(cmd) ? `${cmd} (found on the PATH)` : undefined;
+  return installed(cmd, ['--version']);
+}
+
 async function subidFile(file: string): Promise<{ covered: boolean; overlaps: string[] }> {
   const text = await readFile(file, 'utf8').catch(() => '');
   return { covered: subidCoversPool(text, 'root', 0), overlaps: poolOverlaps(text, 'root', 0) };
 }
 
-/** What the container provider needs from the host; changes nothing. */
-export async function checkHost(): Promise<HostCheck[]> {
+/**
+ * What the container provider needs from the host; changes nothing. `brief` (every env up) decides the same
+ * ok/not ok without starting a process: tools are looked up on the PATH instead of asked for their version,
+ * and the checks that are only informative (bridge, copy-on-write) are not looked into.
+ */
+export async function checkHost(opts: { brief?: boolean } = {}): Promise<HostCheck[]> {
   const root = process.getuid?.() === 0;
+  const brief = opts.brief ?? false;
   const [lxc, nft, newuidmap, subuid, subgid, cgroups, apparmor, helper, network] = await Promise.all([
-    installed('lxc-start', ['--version']),
-    installed('nft', ['--version']),
-    installed('sh', ['-c', 'command -v newuidmap && command -v newgidmap']),
+    tool('lxc-start', brief),
+    tool('nft', brief),
+    brief ? (onPath('newuidmap', 'newgidmap') ? 'found' : undefined) : installed('sh', ['-c', 'command -v newuidmap && command -v newgidmap']),
     subidFile('/etc/subuid'),
     subidFile('/etc/subgid'),
     cgroupLayout(),
     apparmorEnabled(),
-    idmountAvailable(),
-    describeNetwork(),
+    brief ? true : idmountAvailable(),
+    brief ? { ok: true, detail: 'not looked at (env doctor describes it)' } : describeNetwork(),
   ]);
   const overlaps = [...new Set([...subuid.overlaps, ...subgid.overlaps])];
   return [

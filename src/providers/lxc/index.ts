@@ -53,6 +53,9 @@ async function releaseReservations(id: string): Promise<void> {
   await releaseSlot(id);
 }
 
+/** Envs this process has just created: their network is in place already, and no veth of theirs can be left. */
+const createdHere = new Set<string>();
+
 async function create(spec: GuestSpec, progress: Progress): Promise<MachineRecord> {
   const paths = envPaths(spec);
   checkGuestUser(spec.user);
@@ -100,6 +103,7 @@ async function create(spec: GuestSpec, progress: Progress): Promise<MachineRecor
     undo.push(() => rm(paths.configDir, { recursive: true, force: true }));
     await writeConfig(spec, machine, paths);
     await setOutbound(machine.bridge, address, spec.network.outbound, table);
+    createdHere.add(spec.id);
     return machine;
   } catch (err) {
     for (const step of undo.reverse()) await step().catch(() => {});
@@ -113,15 +117,23 @@ async function start(spec: GuestSpec, record: MachineRecord, progress: Progress)
   const state = await lxcState(paths, spec.id);
   if (state === 'RUNNING') return;
   if (state === 'FROZEN') return lxcFreeze(paths, spec.id, false);
-  progress.update('preparing the network');
-  // After a reboot the bridge, the table and everything under /run are gone: put them back.
-  const { changes, probe } = await withHostLock(() => ensureNetwork(spec.network.outbound));
-  for (const line of changes) progress.log(line);
-  await setOutbound(machine.bridge, machine.address, spec.network.outbound, probe.table);
-  // A veth left by a container that died without LXC cleaning up would make lxc-start fail.
-  if (probe.links.has(machine.veth)) await run('ip', ['link', 'del', machine.veth]);
-  progress.update('mounting the rootfs');
-  await mountEnv(spec, machine, paths);
+  progress.update('preparing the network and mounting the rootfs');
+  // The two don't depend on each other: done side by side (each is a few commands), both finished before
+  // either's failure is reported, so nothing is still running behind the error.
+  const network = async () => {
+    // After a reboot the bridge, the table and everything under /run are gone: put them back.
+    const { changes, probe } = await withHostLock(() => ensureNetwork(spec.network.outbound));
+    for (const line of changes) progress.log(line);
+    await setOutbound(machine.bridge, machine.address, spec.network.outbound, probe.table);
+    // A veth left by a container that died without LXC cleaning up would make lxc-start fail.
+    if (probe.links.has(machine.veth)) await run('ip', ['link', 'del', machine.veth]);
+  };
+  // The first start of a container this process has just created (env up of a new env) finds its network as
+  // create left it.
+  const fresh = createdHere.delete(spec.id);
+  const [net, mounts] = await Promise.allSettled([fresh ? undefined : network(), mountEnv(spec, machine, paths)]);
+  if (net.status === 'rejected') throw net.reason;
+  if (mounts.status === 'rejected') throw mounts.reason;
   await writeConfig(spec, machine, paths);
   progress.update('starting the container');
   await lxcStart(paths, spec.id);

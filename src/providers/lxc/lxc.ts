@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { EnvboxError } from '../../util/errors.js';
 import { run, runOk } from '../../util/exec.js';
 import type { EnvPaths } from './layout.js';
@@ -7,8 +9,27 @@ import type { EnvPaths } from './layout.js';
 
 const target = (paths: EnvPaths, id: string) => ['-P', paths.lxcpath, '-n', id];
 
+/**
+ * The abstract socket LXC's monitor listens on for as long as the container is not STOPPED
+ * (`@<lxcpath>/<name>/command`); undefined when the name is too long to be used as it is (LXC hashes it then).
+ */
+export function monitorSocketName(lxcpath: string, id: string): string | undefined {
+  const name = `@${lxcpath}/${id}/command`;
+  return name.length <= 100 ? name : undefined;
+}
+
+/** Whether /proc/net/unix's text lists `socket` as a bound name. */
+export function listsSocket(procNetUnix: string, socket: string): boolean {
+  return procNetUnix.includes(` ${socket}\n`) || procNetUnix.endsWith(` ${socket}`);
+}
+
 /** RUNNING, STOPPED, FROZEN, … or undefined when LXC has no such container (no config under the lxcpath). */
 export async function lxcState(paths: EnvPaths, id: string): Promise<string | undefined> {
+  // A container without a monitor is stopped: found out from the kernel's socket table, without starting
+  // lxc-info (a halted env's `up` asks several times). With a monitor, lxc-info tells the exact state.
+  const socket = monitorSocketName(paths.lxcpath, id);
+  const table = socket ? await readFile('/proc/net/unix', 'latin1').catch(() => undefined) : undefined;
+  if (socket && table && !listsSocket(table, socket)) return existsSync(join(paths.lxcpath, id, 'config')) ? 'STOPPED' : undefined;
   const result = await run('lxc-info', [...target(paths, id), '-sH']);
   return result.code === 0 ? result.stdout.trim() : undefined;
 }

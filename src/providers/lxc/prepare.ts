@@ -7,6 +7,7 @@ import { runOk } from '../../util/exec.js';
 import type { GuestSpec } from '../provider.js';
 import {
   CONTAINER_IDLE_GENERATORS,
+  CONTAINER_IDLE_UNITS,
   groupWithUser,
   gshadowWithUser,
   hostsFile,
@@ -190,6 +191,9 @@ export async function prepareGuest(
   await writeGuest(fs, SSHD_DROPIN_PATH, sshdDropIn(), ROOT(0o644));
   for (const name of CONTAINER_IDLE_GENERATORS) {
     if (await exists(fs, `/lib/systemd/system-generators/${name}`)) await symlinkGuest(fs, `/etc/systemd/system-generators/${name}`, '/dev/null');
+  }
+  for (const name of CONTAINER_IDLE_UNITS) {
+    if (await exists(fs, `/lib/systemd/system/${name}`)) await symlinkGuest(fs, `/etc/systemd/system/${name}`, '/dev/null');
   }
   if (await exists(fs, '/lib/systemd/system/ssh.service')) {
     await writeGuest(fs, SSHD_UNIT_DROPIN_PATH, sshdUnitDropIn(), ROOT(0o644));

@@ -82,6 +82,19 @@ describe('prepareGuest', () => {
     expect(await readlink(join(masks, 'systemd-cryptsetup-generator'))).toBe('/dev/null');
   });
 
+  it('masks the units that can do nothing in an unprivileged container, and only those the image has', async () => {
+    await file('usr/lib/systemd/system/modprobe@.service', '[Unit]\n');
+    await file('usr/lib/systemd/system/systemd-sysctl.service', '[Unit]\n');
+    await symlink('usr/lib', join(dir, 'lib'));
+    await prepareGuest(fs, spec, net, hostKey);
+    const units = join(dir, 'etc/systemd/system');
+    expect(await readlink(join(units, 'modprobe@.service'))).toBe('/dev/null');
+    expect(existsSync(join(units, 'systemd-modules-load.service'))).toBe(false);
+    expect(existsSync(join(units, 'systemd-sysctl.service'))).toBe(false);
+    await prepareGuest(fs, spec, net, hostKey);
+    expect(await readlink(join(units, 'modprobe@.service'))).toBe('/dev/null');
+  });
+
   it('writes names, network, user, sudo and sshd files', async () => {
     await prepareGuest(fs, spec, net, hostKey);
     const read = (p: string) => readFile(join(dir, p), 'utf8');
