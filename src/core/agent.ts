@@ -342,10 +342,13 @@ function netnsAccess(env: Env): (NetnsAccess & { prefetch(): void }) | undefined
   let early: Promise<number | undefined> | undefined;
   return {
     prefetch: () => void (early = provider.netnsPid!(existingSpec(env)).catch(() => undefined)),
-    pid: () => {
-      const pid = early ?? provider.netnsPid!(existingSpec(env));
+    pid: async () => {
+      const prefetched = early;
       early = undefined;
-      return pid;
+      // Looked up before the login: across a reboot that can be the old boot's init, gone by now.
+      const pid = prefetched ? await prefetched : undefined;
+      if (pid !== undefined && existsSync(`/proc/${pid}`)) return pid;
+      return provider.netnsPid!(existingSpec(env));
     },
     start: async (pid, onExit) => {
       const { startNetnsDialer } = await import('../native/netns.js');

@@ -317,7 +317,10 @@ describe('resilience', () => {
     }, 90_000);
     await guestHttp(p, '127.0.0.1', 8000, BODY);
     await eventually(async () => expect(await httpGet(ports.tcp)).toBe(BODY), 30_000);
-    await eventually(async () => expect((await forwards()).every((f) => f.state === 'active')).toBe(true), 30_000);
+    await eventually(async () => {
+      const now = await forwards();
+      expect(now.every((f) => f.state === 'active'), JSON.stringify(now)).toBe(true);
+    }, 30_000);
     expect(await socksGet(await proxyPort(), 'agent-fwd', 8000)).toBe(BODY);
     expect((await p.env(['ssh', '--', 'curl', '-sS', '--max-time', '5', 'http://127.0.0.1:6379/'])).stdout).toBe('served by the host');
     expect(await agentPid()).toBe(pid);

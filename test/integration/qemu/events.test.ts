@@ -342,14 +342,26 @@ describe('host file events replayed in a QEMU guest', () => {
     ]);
   });
 
+  let bursts = 0;
   it('a batch of 200 host-created files is replayed in one request; every path gets its event', async () => {
-    await mkdir(host('burst'));
-    await replay([{ kind: EventKind.MKDIR, path: 'burst' }]);
-    const names = Array.from({ length: 200 }, (_, i) => `burst/f${i}`);
+    // A folder of its own for each attempt: a retry must not meet the last attempt's files or lines.
+    const dir = `burst${++bursts}`;
+    await mkdir(host(dir));
+    await replay([{ kind: EventKind.MKDIR, path: dir }]);
+    await chokidar.saw([`addDir ${dir}`]);
+    // chokidar watches a folder a moment after it reports it (longer in a slow guest): the burst starts
+    // once it has heard a file in it, as a watcher that has been running a while would have.
+    await writeFile(host(`${dir}/probe`), '');
+    for (let i = 0; i < 20 && !chokidar.lines.includes(`add ${dir}/probe`); i++) {
+      await replay([{ kind: EventKind.CREATE, path: `${dir}/probe` }]);
+      await sleep(1_000);
+    }
+    await chokidar.saw([`add ${dir}/probe`]);
+    const names = Array.from({ length: 200 }, (_, i) => `${dir}/f${i}`);
     for (const n of names) await writeFile(host(n), '');
     const { failed, lines } = await replay(names.map((path) => ({ kind: EventKind.CREATE, path })));
     expect(failed).toBe(0);
-    const arrived = new Set(lines.filter((l) => l.startsWith('MOVED_TO burst/f')).map((l) => l.slice('MOVED_TO '.length)));
+    const arrived = new Set(lines.filter((l) => l.startsWith(`MOVED_TO ${dir}/f`)).map((l) => l.slice('MOVED_TO '.length)));
     expect(arrived.size).toBe(200);
     await chokidar.saw(names.map((n) => `add ${n}`));
   });
