@@ -121,11 +121,16 @@ describe('withImageLock', () => {
   it('makes a second caller for the same key wait for the first', async () => {
     const order: string[] = [];
     const progress = recording();
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => (holding = resolve));
     const first = withImageLock('k', 'building x', silentProgress, undefined, async () => {
       order.push('first start');
+      holding();
       await new Promise((r) => setTimeout(r, 300));
       order.push('first end');
     });
+    // The second asks once the first holds the lock (two asking at once: either may win).
+    await held;
     const second = withImageLock('k', 'building x', progress, undefined, async () => {
       order.push('second');
     });
