@@ -53,6 +53,17 @@ await Promise.all(listening);
 console.log('ready');
 `;
 
+/** A SOCKS5 CONNECT through the proxy on 127.0.0.1:proxy; resolves with the connected socket. */
+async function viaSocks(proxy: number, host: string, target: number, credentials?: { userId: string; password: string }): Promise<Socket> {
+  const { socket } = await SocksClient.createConnection({
+    proxy: { host: '127.0.0.1', port: proxy, type: 5, ...credentials },
+    command: 'connect',
+    destination: { host, port: target },
+    timeout: 5_000,
+  });
+  return socket;
+}
+
 const started: ChildProcess[] = [];
 const dialers: NetnsDialer[] = [];
 let ns = '';
@@ -355,16 +366,6 @@ describe.skipIf(!usable)('relay into a network namespace (root, ip netns)', () =
       },
     });
 
-    async function viaSocks(proxy: number, host: string, target: number, credentials?: { userId: string; password: string }): Promise<Socket> {
-      const { socket } = await SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: proxy, type: 5, ...credentials },
-        command: 'connect',
-        destination: { host, port: target },
-        timeout: 5_000,
-      });
-      return socket;
-    }
-
     /** Raw bytes to the proxy; resolves with everything it answered once it closed. */
     async function rawSocks(proxy: number, bytes: Buffer, opts: { end?: boolean } = {}): Promise<Buffer> {
       const socket = connect(proxy, '127.0.0.1');
@@ -571,16 +572,6 @@ describe.skipIf(!usable)('relay into a network namespace (root, ip netns)', () =
         return ['10.66.0.9', '127.0.0.1'];
       },
     });
-
-    async function viaSocks(proxy: number, host: string, target: number, credentials?: { userId: string; password: string }): Promise<Socket> {
-      const { socket } = await SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: proxy, type: 5, ...credentials },
-        command: 'connect',
-        destination: { host, port: target },
-        timeout: 5_000,
-      });
-      return socket;
-    }
 
     beforeAll(async () => {
       dialer = await newDialer('listeners', { headerTimeoutMs: 500, connectTimeoutMs: 1_000 });
