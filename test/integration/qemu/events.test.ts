@@ -147,6 +147,22 @@ describe('host file events replayed in a QEMU guest', () => {
   const host = (p: string) => join(project, 'w', p);
 
   /** Replays a batch in the shared root, then a fence, and returns the watcher's lines in between. */
+  let probes = 0;
+  /**
+   * chokidar reports a new folder a moment before it watches it (longer in a slow guest): a file is
+   * replayed in `dir` until chokidar has heard it, as a watcher running for a while would have. Each
+   * call uses a new name, so a retried test never counts an earlier attempt's line.
+   */
+  async function untilWatched(dir: string): Promise<void> {
+    const probe = `${dir}/probe${++probes}`;
+    await writeFile(host(probe), '');
+    for (let i = 0; i < 30 && !chokidar.lines.includes(`add ${probe}`); i++) {
+      await replay([{ kind: EventKind.CREATE, path: probe }]);
+      for (let t = 0; t < 20 && !chokidar.lines.includes(`add ${probe}`); t++) await sleep(50);
+    }
+    await chokidar.saw([`add ${probe}`]);
+  }
+
   async function replay(batch: GuestEvent[]): Promise<{ failed: number; lines: string[] }> {
     const marker = `.fence${++fence}`;
     await writeFile(host(marker), '');
@@ -276,12 +292,10 @@ describe('host file events replayed in a QEMU guest', () => {
   it('RENAME: moved back and forward, ending in a paired from → to move', async () => {
     await writeFile(host('a.txt'), 'a');
     await replay([{ kind: EventKind.CREATE, path: 'a.txt' }]);
-    await mkdir(host('sub'));
+    await mkdir(host('sub'), { recursive: true });
     await replay([{ kind: EventKind.MKDIR, path: 'sub' }]);
-    // chokidar sets up its watch on a new folder asynchronously: make sure it hears inside sub first
-    await writeFile(host('sub/probe'), '');
-    await replay([{ kind: EventKind.CREATE, path: 'sub/probe' }]);
-    await chokidar.saw(['addDir sub', 'add sub/probe']);
+    await chokidar.saw(['addDir sub']);
+    await untilWatched('sub');
     await rename(host('a.txt'), host('sub/b.txt'));
     expect(await replay([{ kind: EventKind.RENAME, path: 'a.txt', to: 'sub/b.txt' }])).toEqual({
       failed: 0,
@@ -349,14 +363,7 @@ describe('host file events replayed in a QEMU guest', () => {
     await mkdir(host(dir));
     await replay([{ kind: EventKind.MKDIR, path: dir }]);
     await chokidar.saw([`addDir ${dir}`]);
-    // chokidar watches a folder a moment after it reports it (longer in a slow guest): the burst starts
-    // once it has heard a file in it, as a watcher that has been running a while would have.
-    await writeFile(host(`${dir}/probe`), '');
-    for (let i = 0; i < 20 && !chokidar.lines.includes(`add ${dir}/probe`); i++) {
-      await replay([{ kind: EventKind.CREATE, path: `${dir}/probe` }]);
-      await sleep(1_000);
-    }
-    await chokidar.saw([`add ${dir}/probe`]);
+    await untilWatched(dir);
     const names = Array.from({ length: 200 }, (_, i) => `${dir}/f${i}`);
     for (const n of names) await writeFile(host(n), '');
     const { failed, lines } = await replay(names.map((path) => ({ kind: EventKind.CREATE, path })));
