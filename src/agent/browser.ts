@@ -4,11 +4,11 @@
  * http://localhost:3000 in it is the guest's port 3000. The user's own browser profile is untouched.
  */
 import { spawn } from 'node:child_process';
-import { constants } from 'node:fs';
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { EnvboxError } from '../util/errors.js';
+import { findOnPath } from '../util/exec.js';
 
 export type BrowserKind = 'chromium' | 'firefox';
 
@@ -56,10 +56,8 @@ export function firefoxPrefs(proxyPort: number): string {
 
 export async function findBrowser(path = process.env.PATH ?? ''): Promise<{ program: string; kind: BrowserKind } | undefined> {
   for (const [name, kind] of CANDIDATES) {
-    for (const dir of path.split(delimiter).filter(Boolean)) {
-      const program = join(dir, name);
-      if (await access(program, constants.X_OK).then(() => true, () => false)) return { program, kind };
-    }
+    const program = findOnPath(name, path);
+    if (program) return { program, kind };
   }
   return undefined;
 }

@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import { access, constants as fsConstants, readdir, readFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { access, readdir, readFile } from 'node:fs/promises';
 import { EnvboxError } from '../util/errors.js';
+import { findOnPath } from '../util/exec.js';
 import type { ResolvedRecipe } from './recipe.js';
 
 /** Shipped with mmdebstrap: runs dpkg under eatmydata inside the chroot (needs dpkg-architecture on the host). */
@@ -41,13 +41,7 @@ export function mmdebstrapArgs(recipe: ResolvedRecipe, target: string, opts: { e
 
 /** eatmydata took a bookworm build from ~95 s to ~60 s here; without it the build is only slower. */
 export async function eatmydataUsable(): Promise<boolean> {
-  const onPath = async (cmd: string) => {
-    for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
-      if (await access(join(dir, cmd), fsConstants.X_OK).then(() => true, () => false)) return true;
-    }
-    return false;
-  };
-  return (await access(EATMYDATA_HOOKS).then(() => true, () => false)) && (await onPath('dpkg-architecture'));
+  return (await access(EATMYDATA_HOOKS).then(() => true, () => false)) && findOnPath('dpkg-architecture') !== undefined;
 }
 
 export interface MmdebstrapResult {

@@ -1,6 +1,21 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { EnvboxError } from './errors.js';
 import { trace, traceOn } from './trace.js';
+
+/** Where `name` is an executable on `path` (the PATH by default), as `command -v` finds it, without a shell; undefined when nowhere. */
+export function findOnPath(name: string, path = process.env.PATH ?? ''): string | undefined {
+  for (const dir of path.split(delimiter).filter(Boolean)) {
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
 
 export interface RunResult {
   code: number;

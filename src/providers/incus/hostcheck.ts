@@ -1,5 +1,5 @@
 import { EnvboxError, isEnvboxError } from '../../util/errors.js';
-import { run } from '../../util/exec.js';
+import { findOnPath } from '../../util/exec.js';
 import type { HostCheck } from '../provider.js';
 import type { Flavor } from './api.js';
 import type { Devices } from './config.js';
@@ -18,10 +18,6 @@ export interface ServerInfo {
 }
 
 export const idmappedMounts = (info: ServerInfo) => info.environment?.kernel_features?.idmapped_mounts === 'true';
-
-async function hasTool(cmd: string): Promise<boolean> {
-  return (await run('sh', ['-c', `command -v ${cmd}`]).catch(() => undefined))?.code === 0;
-}
 
 async function daemonChecks(daemon: Daemon, flavor: Flavor): Promise<HostCheck[]> {
   const info = await daemon.api.get<ServerInfo>('/1.0', 'answering');
@@ -57,12 +53,12 @@ async function daemonChecks(daemon: Daemon, flavor: Flavor): Promise<HostCheck[]
 
 export async function checkHost(flavor: Flavor, remote: string | undefined): Promise<HostCheck[]> {
   const checks: HostCheck[] = [];
-  const tar = await hasTool('tar');
+  const tar = findOnPath('tar') !== undefined;
   checks.push({ name: 'tar', ok: tar, detail: tar ? 'tar found (sends images to the daemon)' : 'tar not found', fix: 'apt-get install tar' });
   try {
     const ref = await daemonRef(flavor, remote);
     if ('remote' in ref) {
-      const openssl = await hasTool('openssl');
+      const openssl = findOnPath('openssl') !== undefined;
       checks.push({ name: 'openssl', ok: openssl, detail: openssl ? 'openssl found (client certificate)' : 'openssl not found', fix: 'apt-get install openssl' });
     }
     checks.push(...(await withDaemon(flavor, ref, (daemon) => daemonChecks(daemon, flavor))));

@@ -1,9 +1,7 @@
-import { accessSync, constants } from 'node:fs';
 import { appendFile, readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { delimiter, join } from 'node:path';
 import { EnvboxError } from '../../util/errors.js';
-import { run } from '../../util/exec.js';
+import { findOnPath, run } from '../../util/exec.js';
 import type { Progress } from '../../util/progress.js';
 import type { GuestSpec, HostCheck } from '../provider.js';
 import { describeNetwork, ensureNetwork } from './bridge.js';
@@ -20,20 +18,8 @@ async function installed(cmd: string, args: string[]): Promise<string | undefine
   return result && result.code === 0 ? (result.stdout || result.stderr).trim().split('\n')[0] : undefined;
 }
 
-/** Whether every one of `names` is an executable on the PATH (what `command -v` says, without a shell). */
-function onPath(...names: string[]): boolean {
-  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
-  return names.every((name) =>
-    dirs.some((dir) => {
-      try {
-        accessSync(join(dir, name), constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    }),
-  );
-}
+/** Whether every one of `names` is an executable on the PATH. */
+const onPath = (...names: string[]) => names.every((name) => findOnPath(name) !== undefined);
 
 /** The tool's version line, or with `brief` only whether it is on the PATH (no process started). */
 async function tool(cmd: string, brief: boolean): Promise<string | undefined> {
