@@ -102,6 +102,15 @@ export class FolderWatcher {
     await p;
   }
 
+  /** What the watcher will know of one path once the collected events are folded in. */
+  private pendingStat(rel: string): EntryStat | undefined {
+    for (let i = this.raw.length - 1; i >= 0; i--) {
+      const e = this.raw[i]!;
+      if (e.rel === rel) return e.kind === 'unlink' ? undefined : e.stat;
+    }
+    return this.known.get(rel);
+  }
+
   /** What the watcher will know once the collected events are folded in. */
   private pendingKnown(): Known {
     const known: Known = new Map(this.known);
@@ -155,7 +164,7 @@ export class FolderWatcher {
         if (!this.ready) return;
         const st = await lstat(join(this.opts.root, rel)).catch(() => undefined);
         const now = st && entryStat(st);
-        const was = this.pendingKnown().get(rel);
+        const was = this.pendingStat(rel);
         // A file gone meanwhile is chokidar's to report (its unlink is not throttled).
         if (!now || sameEntry(was, now)) return;
         if (this.raw.length === 0) this.first = Date.now();
