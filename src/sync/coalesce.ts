@@ -92,7 +92,7 @@ export function coalesce(events: readonly RawEvent[], known: Known): Change[] {
   // Children that moved with a renamed directory need nothing of their own.
   const allDirRenames = renames.filter((r) => r.type === 'dir');
   const dirRenames = new Map<string, string[]>();
-  for (const r of renames) if (r.type === 'dir') dirRenames.set(r.from, [...(dirRenames.get(r.from) ?? []), r.to]);
+  for (const r of allDirRenames) dirRenames.set(r.from, [...(dirRenames.get(r.from) ?? []), r.to]);
   const implied = (r: { from: string; to: string }) =>
     ancestors(r.from).some((dir) => dirRenames.get(dir)?.some((to) => r.to === to + r.from.slice(dir.length)) ?? false);
   renames = renames.filter((r) => !implied(r));

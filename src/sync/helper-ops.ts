@@ -78,6 +78,7 @@ class HelperOps implements GuestOps {
   }
 
   async write(root: number, path: string, source: FileSource): Promise<void> {
+    const mtimeNs = this.keepsMtime ? nanoseconds(source.mtimeMs) : undefined;
     if (source.size <= SMALL) {
       // A small file is read in one synchronous call: cheaper than a thread-pool round trip.
       const data = Buffer.allocUnsafe(source.size);
@@ -87,11 +88,11 @@ class HelperOps implements GuestOps {
         if (bytesRead === 0) break;
         got += bytesRead;
       }
-      return op(this.guest.write(root, path, source.mode, data.subarray(0, got), this.keepsMtime ? nanoseconds(source.mtimeMs) : undefined));
+      return op(this.guest.write(root, path, source.mode, data.subarray(0, got), mtimeNs));
     }
     // The fd stays open (the caller closes it); reading by position keeps it independent of other readers.
     const stream = createReadStream('', { fd: source.fd, autoClose: false, start: 0, highWaterMark: 1024 * 1024 });
-    return op(this.guest.write(root, path, source.mode, stream, this.keepsMtime ? nanoseconds(source.mtimeMs) : undefined));
+    return op(this.guest.write(root, path, source.mode, stream, mtimeNs));
   }
 
   mkdir(root: number, path: string, mode: number): Promise<void> {

@@ -99,7 +99,7 @@ export class HostFolder {
       throw err;
     }
     const st = fstatSync(fd);
-    if (st.isDirectory() || !st.isFile()) {
+    if (!st.isFile()) {
       closeSync(fd);
       return st.isDirectory() ? { type: 'dir', mode: st.mode & 0o7777 } : undefined;
     }
