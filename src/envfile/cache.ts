@@ -228,16 +228,15 @@ export async function readEnvfileCached(explicit: string | undefined, cwd = proc
     trace('envfile: cached config');
     return cached;
   }
-  const { checkEnvfile, EnvfileInvalidError } = await import('./index.js');
-  const checked = await checkEnvfile(path, { bytes: keyed?.bytes });
-  if (!checked.config) throw new EnvfileInvalidError(checked.loaded.display, checked.problems);
+  const { configOf } = await import('./index.js');
+  const config = await configOf(path, keyed?.bytes);
   trace('envfile: validated');
   if (keyed) {
-    const entry = await entryFor(keyed.key, checked.config).catch(() => undefined);
+    const entry = await entryFor(keyed.key, config).catch(() => undefined);
     if (entry) {
-      imageKeys.set(checked.config, entry.image.key);
+      imageKeys.set(config, entry.image.key);
       await writeEntry(file, entry);
     }
   }
-  return checked.config;
+  return config;
 }

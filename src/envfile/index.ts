@@ -54,10 +54,14 @@ async function checkImage(loaded: LoadedEnvfile, config: EnvConfig): Promise<Pro
   }
 }
 
-/** For every command but `validate`: find, check, and throw EnvfileInvalidError on any problem. */
-export async function readEnvfile(explicit: string | undefined, cwd = process.cwd()): Promise<EnvConfig> {
-  const path = findEnvfile(explicit, cwd);
-  const checked = await checkEnvfile(path);
+/** Check the Envfile at `path` (its content `bytes` when already read), and throw EnvfileInvalidError on any problem. */
+export async function configOf(path: string, bytes?: Buffer): Promise<EnvConfig> {
+  const checked = await checkEnvfile(path, { bytes });
   if (!checked.config) throw new EnvfileInvalidError(checked.loaded.display, checked.problems);
   return checked.config;
+}
+
+/** For every command but `validate` (the config cache, cache.ts, stands in front of it): find, then configOf. */
+export async function readEnvfile(explicit: string | undefined, cwd = process.cwd()): Promise<EnvConfig> {
+  return configOf(findEnvfile(explicit, cwd));
 }
