@@ -338,6 +338,14 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    /* Node reads and parses NODE_EXTRA_CA_CERTS while it starts (tens of ms on every command), though the
+     * CLI itself never uses the default CA store (its one TLS client pins the server's certificate). The
+     * setting is handed over under another name; cli.js puts it back before anything it runs can see it. */
+    const char *ca = getenv("NODE_EXTRA_CA_CERTS");
+    if (ca) {
+        if (setenv("ENVBOX_NODE_EXTRA_CA_CERTS", ca, 1) == 0) unsetenv("NODE_EXTRA_CA_CERTS");
+    }
+
     char **args = calloc((size_t)argc + 2, sizeof *args);
     if (!args) return 1;
     args[0] = "node";

@@ -12,6 +12,9 @@ import { getHeapStatistics } from 'node:v8';
 import { AGENT_CONFIG, runAgent, type AgentConfigFile } from './core/agent.js';
 import { envDir, readRecord } from './core/state.js';
 import { getProvider } from './providers/registry.js';
+import { restoreCaCerts } from './util/ca-certs.js';
+
+restoreCaCerts();
 
 async function main(dir: string | undefined): Promise<number> {
   if (process.argv[2] !== 'agent' || !dir) {

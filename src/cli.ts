@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The Node side of `env`/`envbox`; the shim (native/env-shim.c or bin/env) only starts it for
 // envbox's own commands.
+import { restoreCaCerts } from './util/ca-certs.js';
 import { trace } from './util/trace.js';
 
+restoreCaCerts();
 trace('cli.js started');
 
 const args = process.argv.slice(2);

@@ -32,6 +32,7 @@ import { existingSpec, type Env } from './env.js';
 import { currentPlan, type PortPlan } from './ports.js';
 import type { FolderSpec } from '../sync/manager.js';
 import { ensureEnvDir, writeJsonAtomic } from './state.js';
+import { deferCaCerts } from '../util/ca-certs.js';
 
 export type { AgentStatus } from '../agent/agent.js';
 export type { AgentEvent } from '../agent/events.js';
@@ -175,6 +176,7 @@ export function startAgent(env: Env): StartedAgent {
     detached: true,
     stdio: ['ignore', log, log],
     cwd: '/',
+    env: deferCaCerts(process.env),
   });
   closeSync(log);
   const exited = new Promise<number | null>((resolve) => {
