@@ -12,7 +12,7 @@ import { guestFacts, hostFacts, removeCgroups } from './hostfacts.js';
 import { releaseSlot, reserveSlot, withHostLock } from './hoststate.js';
 import { checkGuestUser, slotBase } from './idmap.js';
 import { asLxcMachine, envPaths, RUN_DIR, type EnvPaths, type LxcMachine } from './layout.js';
-import { lxcAddresses, lxcFreeze, lxcInitPid, lxcStart, lxcState, lxcStop } from './lxc.js';
+import { lxcFreeze, lxcInitPid, lxcStart, lxcState, lxcStop } from './lxc.js';
 import { vethName } from './net.js';
 import { guestHostKey, hostNameservers, prepareGuest } from './prepare.js';
 import { checkCopyModeFolders, chooseMode, createData, mountEnv, removeData, unmountEnv } from './rootfs.js';
@@ -27,20 +27,6 @@ async function writeConfig(spec: GuestSpec, machine: LxcMachine, paths: EnvPaths
   const text = lxcConfig(spec, machine, paths, await hostFacts(), await guestFacts(paths.rootfs));
   await mkdir(paths.configDir, { recursive: true, mode: 0o711 });
   await writeFile(paths.config, text, { mode: 0o644 });
-}
-
-async function waitForAddress(paths: EnvPaths, id: string, address: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if ((await lxcAddresses(paths, id)).includes(address)) return;
-    if ((await lxcState(paths, id)) !== 'RUNNING') {
-      throw new EnvboxError('CONTAINER_START', 'the container stopped while booting', { hint: `look at ${paths.consoleLog} and ${paths.log}` });
-    }
-    if (Date.now() > deadline) {
-      throw new EnvboxError('CONTAINER_ADDRESS', `the container is running but never got ${address}`, { hint: `look at ${paths.log}` });
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /** LXC removes the veth when the container stops; after a crash envbox does. */
@@ -136,8 +122,8 @@ async function start(spec: GuestSpec, record: MachineRecord, progress: Progress)
   if (mounts.status === 'rejected') throw mounts.reason;
   await writeConfig(spec, machine, paths);
   progress.update('starting the container');
+  // lxc-start has set up eth0 with the env's address before it returns (a failure there fails the start).
   await lxcStart(paths, spec.id);
-  await waitForAddress(paths, spec.id, machine.address);
 }
 
 async function stop(spec: GuestSpec, _machine: MachineRecord, opts: { timeoutMs: number; force: boolean }): Promise<void> {

@@ -40,11 +40,6 @@ export async function lxcInitPid(paths: EnvPaths, id: string): Promise<number | 
   return result.code === 0 && Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
 
-export async function lxcAddresses(paths: EnvPaths, id: string): Promise<string[]> {
-  const result = await run('lxc-info', [...target(paths, id), '-iH']);
-  return result.code === 0 ? result.stdout.split('\n').map((l) => l.trim()).filter(Boolean) : [];
-}
-
 /** The last error lines LXC logged, to explain a failed start. */
 async function logTail(paths: EnvPaths): Promise<string> {
   const text = await readFile(paths.log, 'utf8').catch(() => '');

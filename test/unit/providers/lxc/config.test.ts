@@ -56,6 +56,7 @@ describe('lxcConfig', () => {
       'lxc.net.0.flags = up',
       'lxc.net.0.ipv4.address = 10.71.0.2/24',
       'lxc.net.0.ipv4.gateway = 10.71.0.1',
+      `lxc.hook.start-host = /bin/sh -c 'nsenter --net="/proc/$LXC_PID/ns/net" ip route replace 10.71.0.0/24 dev eth0 proto kernel scope link src 10.71.0.2 quickack 1 || :'`,
       'lxc.mount.entry = /run/envbox/mnt/webapp-1a2b3c4d/folders/0 home/dev/project none bind,create=dir 0 0',
       'lxc.cgroup2.cpuset.cpus = 2,3',
       `lxc.cgroup2.memory.max = ${2 ** 31}`,
@@ -93,6 +94,11 @@ describe('lxcConfig', () => {
   ];
   it.each(bad)('rejects %s', (_name, s) => {
     expect(() => render(s)).toThrow(EnvboxError);
+  });
+
+  it('puts only a plain IPv4 address into the start hook it runs with a shell', () => {
+    expect(() => render(spec(), machine({ address: "10.71.0.2'; reboot; '" }))).toThrow(EnvboxError);
+    expect(() => render(spec(), machine({ address: '10.71.0' }))).toThrow(EnvboxError);
   });
 
   it('values outside mount entries keep their spaces (LXC takes the rest of the line)', () => {
