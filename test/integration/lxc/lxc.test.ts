@@ -154,6 +154,13 @@ describe.skipIf(!runnable)('LXC provider with real containers', () => {
     expect(network.bridge).toBe(BRIDGE);
     const pid = await lxcProvider.netnsPid!(a);
     expect(pid).toBeGreaterThan(1);
+    // Quick ACKs both ways on the bridge's subnet (the guest's set by the start hook before init ran).
+    const subnet = network.subnet as string;
+    const hostRoute = await runOk('ip', ['route', 'show', subnet, 'dev', BRIDGE]);
+    expect(hostRoute.stdout).toMatch(/ quickack 1\b/);
+    const guestRoute = await runOk('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', 'route', 'show', subnet, 'dev', 'eth0']);
+    expect(guestRoute.stdout).toContain(`src ${aMachine.address}`);
+    expect(guestRoute.stdout).toMatch(/ quickack 1\b/);
   });
 
   it('accepts an OpenSSH key login with the pinned host key', async () => {
