@@ -74,7 +74,9 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.events = openEventLog(opts.files.events, opts.onEvent);
-    this.link = new GuestLink({ ...opts.link, emit: this.events.emit });
+    // Reverse forwards and the folders the agent syncs need SSH; without them the relay alone makes the agent ready.
+    const needsSsh = opts.forwards.some((f) => f.kind === 'reverse') || (opts.folders ?? []).some((f) => f.mode === 'sync' || f.events === 'replayed');
+    this.link = new GuestLink({ ...opts.link, running: needsSsh ? undefined : opts.link.running, emit: this.events.emit });
     this.forwards = new Forwards(this.link, this.events.emit, Boolean(opts.link.netns));
     this.folders = new FolderSyncs(opts.folders ?? [], { openOps: opts.openOps ?? guestOpener(this.events.emit), emit: this.events.emit });
   }

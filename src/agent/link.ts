@@ -29,6 +29,13 @@ export interface LinkOptions {
   /** Logs in to the guest; gives up after `timeoutMs`. */
   connect(timeoutMs: number): Promise<Client>;
   netns?: NetnsAccess;
+  /**
+   * Resolves once the guest runs (its namespace can be joined). Given with `netns`, start() returns as soon as
+   * the relay serves, and the first login finishes behind it ('up' then): forwards and the proxy need no
+   * sshd, so they don't wait for the guest's boot to reach it. Only for agents with nothing that needs SSH
+   * to start (reverse forwards, synced folders).
+   */
+  running?(timeoutMs: number): Promise<void>;
   /** The provider's view, asked while reconnecting to tell a reboot from a guest that was stopped. */
   guestState?(): Promise<string>;
   emit: EmitEvent;
@@ -61,6 +68,8 @@ export class GuestLink extends EventEmitter {
   private netnsReason: string | undefined;
   private lastError: string | undefined;
   private reconnects = 0;
+  /** The first login while the relay already serves (relay-first start); exec waits for it. */
+  private firstLogin: Promise<void> | undefined;
   private readonly stopping = new AbortController();
   private readonly served = new Set<RelayListener>();
 
@@ -96,7 +105,34 @@ export class GuestLink extends EventEmitter {
   /** The first connection; rejects when the guest can't be reached within `timeoutMs`. */
   async start(timeoutMs: number): Promise<void> {
     const started = Date.now();
+    if (this.opts.netns && this.opts.running) {
+      await this.opts.running(timeoutMs);
+      await this.startRelay();
+      if (this.relay) {
+        this.setState('connected');
+        this.announce(started);
+        this.firstLogin = this.loginBehind(Math.max(1, timeoutMs - (Date.now() - started)));
+        return;
+      }
+    }
     await this.attach(await this.opts.connect(timeoutMs), started);
+  }
+
+  /** The relay-first start's login: 'up' when it works; when it doesn't, the link reconnects as after a loss. */
+  private async loginBehind(timeoutMs: number): Promise<void> {
+    try {
+      const client = await this.opts.connect(timeoutMs);
+      if (this.stateValue === 'closed') return void client.end();
+      await this.attach(client, Date.now(), false);
+    } catch (err) {
+      if (this.stateValue === 'closed') return;
+      this.lastError = (err as Error).message;
+      this.setState('reconnecting');
+      this.opts.emit('disconnected', `could not log in to the guest: ${this.lastError}`);
+      void this.reconnect();
+    } finally {
+      this.firstLogin = undefined;
+    }
   }
 
   /** A byte stream to host:port as the guest sees it (an IP literal or `localhost` on the fast path). */
@@ -135,7 +171,9 @@ export class GuestLink extends EventEmitter {
   }
 
   /** Runs a short command in the guest and collects its output. */
-  exec(command: string): Promise<{ code: number; stdout: string }> {
+  async exec(command: string): Promise<{ code: number; stdout: string }> {
+    // Right after a relay-first start the login may still be on its way: worth waiting for.
+    if (!this.clientValue && this.firstLogin) await this.firstLogin;
     const client = this.clientValue;
     if (!client) return Promise.reject(new DialError('unreachable', `the guest is not connected (${this.stateValue})`));
     return execText(client, command);
@@ -157,18 +195,23 @@ export class GuestLink extends EventEmitter {
     this.sinceValue = new Date();
   }
 
-  private async attach(client: Client, started: number): Promise<void> {
+  /** `announce`: says 'connected' (not after a relay-first start, which said it when the relay served). */
+  private async attach(client: Client, started: number, announce = true): Promise<void> {
     this.clientValue = client;
     client.once('close', () => this.lost(client, 'the SSH connection closed'));
     interactive(client);
     await this.startRelay();
     if (this.clientValue !== client) return; // lost again while the relay started
     this.setState('connected');
+    if (announce) this.announce(started);
+    this.emit('up', client);
+  }
+
+  private announce(started: number): void {
     const path = this.relay ? 'netns' : 'ssh';
     const after = Date.now() - started;
     const how = path === 'netns' ? `through the guest's network namespace (pid ${this.nsPid})` : 'over SSH';
     this.opts.emit('connected', `connected to the guest ${how} in ${after} ms`, { path, ms: after, netnsUnavailable: this.netnsReason });
-    this.emit('up', client);
   }
 
   /** (Re)starts the relay when the guest's namespace is new (a reboot gives it a new init pid). */
@@ -188,8 +231,11 @@ export class GuestLink extends EventEmitter {
       if (this.relay !== dialer) return;
       this.relay = undefined;
       this.netnsReason = `the relay stopped: ${why}`;
-      // The namespace's init is gone: the guest is rebooting or stopping, and SSH will follow.
-      this.clientValue?.end();
+      // The namespace's init is gone: the guest is rebooting or stopping, and SSH will follow. Before the
+      // first login (relay-first start) there is no SSH to follow: that login, or the reconnects after
+      // it, bring the link back.
+      if (this.clientValue) this.clientValue.end();
+      else this.setState('reconnecting');
     });
     this.relay = dialer;
     this.netnsReason = reason;

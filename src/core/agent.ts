@@ -308,6 +308,7 @@ export async function runAgent(env: Env): Promise<number> {
           return openSession(env, timeoutMs);
         },
         netns,
+        running: (timeoutMs) => untilRunning(env, timeoutMs),
         guestState: () => env.provider.state(existingSpec(env)),
       },
     });

@@ -267,6 +267,64 @@ describe('the network-namespace path', () => {
   });
 });
 
+describe('starting on the relay alone', () => {
+  it('is ready before sshd answers when nothing needs SSH, and logs in behind it', async () => {
+    const guest = await startFakeGuest();
+    guest.services.set('127.0.0.1:8000', { host: '127.0.0.1', port: await echoServer() });
+    guest.services.set('10.9.9.9:5432', { host: '127.0.0.1', port: await echoServer() });
+    guest.names.set('db.internal', ['10.9.9.9']);
+    await guest.stop(); // the guest runs, its sshd does not yet
+    const port = await freePort();
+    const { agent, events } = await startTestAgent(guest, {
+      netns: true,
+      relayFirst: true,
+      forwards: [forward(port, 8000)],
+      proxy: { port: 0, pacPort: 0, fallback: true },
+    });
+    const s = agent.status();
+    expect(s.connection).toMatchObject({ state: 'connected', path: 'netns' });
+    expect(s.forwards[0]).toMatchObject({ state: 'active' });
+    expect(guest.logins).toBe(0);
+    expect((await exchange(port, 'early')).reply).toBe('early');
+    // A name is resolved the guest's way, over SSH: the lookup waits for the login instead of failing.
+    const named = socks(s.proxy!.port, 'db.internal', 5432);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await guest.start();
+    expect(await named).toBe('hello db.internal');
+    expect(guest.logins).toBe(1);
+    expect(events.filter((e) => e.type === 'connected')).toHaveLength(1);
+  });
+
+  it('keeps serving on the relay when the first login fails, and reconnects', async () => {
+    const guest = await startFakeGuest();
+    guest.services.set('127.0.0.1:8000', { host: '127.0.0.1', port: await echoServer() });
+    await guest.stop();
+    const port = await freePort();
+    const { agent, events, event } = await startTestAgent(guest, { netns: true, relayFirst: true, connectTimeoutMs: 200, attemptMs: 200, forwards: [forward(port, 8000)] });
+    await event((e) => e.type === 'disconnected');
+    expect(agent.status().connection.state).toBe('reconnecting');
+    await guest.start();
+    await vi.waitFor(() => expect(events.filter((e) => e.type === 'connected')).toHaveLength(2), { timeout: 5_000 });
+    expect(agent.status().connection).toMatchObject({ state: 'connected', path: 'netns' });
+    expect((await exchange(port, 'later')).reply).toBe('later');
+    expect(guest.logins).toBe(1);
+  });
+
+  it('waits for SSH before it is ready when a reverse forward needs it', async () => {
+    const guest = await startFakeGuest();
+    await guest.stop();
+    const hostService = await echoServer();
+    await expect(
+      startTestAgent(guest, {
+        netns: true,
+        relayFirst: true,
+        connectTimeoutMs: 300,
+        forwards: [{ ...forward(hostService, 6379), id: 'reverse:0', kind: 'reverse' }],
+      }),
+    ).rejects.toMatchObject({ code: 'SSH_TIMEOUT' });
+  });
+});
+
 describe('reconnecting', () => {
   it('restores forwards and reverse forwards after the connection drops', async () => {
     const guest = await startFakeGuest();

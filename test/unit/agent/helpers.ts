@@ -24,11 +24,11 @@ export interface TestAgent {
 
 export async function startTestAgent(
   guest: FakeGuest,
-  opts: Partial<AgentOptions> & { netns?: boolean; guestState?: () => Promise<string>; goneAfterMs?: number; attemptMs?: number } = {},
+  opts: Partial<AgentOptions> & { netns?: boolean; relayFirst?: boolean; guestState?: () => Promise<string>; goneAfterMs?: number; attemptMs?: number } = {},
 ): Promise<TestAgent> {
   const dir = await mkdtemp(join(tmpdir(), 'envbox-agent-'));
   const events: AgentEvent[] = [];
-  const { netns, guestState, goneAfterMs, attemptMs, ...rest } = opts;
+  const { netns, relayFirst, guestState, goneAfterMs, attemptMs, ...rest } = opts;
   const files = agentFiles(dir);
   const agent = new Agent({
     envName: 'webapp',
@@ -43,6 +43,7 @@ export async function startTestAgent(
     link: {
       connect: (timeoutMs) => guest.login(timeoutMs),
       netns: netns ? guest.netns() : undefined,
+      running: relayFirst ? async () => {} : undefined,
       guestState,
       goneAfterMs,
       attemptMs,
