@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lxcProvider } from '../../../src/providers/lxc/index.js';
 import { envPaths, type LxcMachine } from '../../../src/providers/lxc/layout.js';
+import { freezerState, initFromMonitor } from '../../../src/providers/lxc/lxc.js';
 import { mountPoints } from '../../../src/providers/lxc/rootfs.js';
 import type { GuestSpec } from '../../../src/providers/provider.js';
 import { run, runOk } from '../../../src/util/exec.js';
@@ -154,6 +155,10 @@ describe.skipIf(!runnable)('LXC provider with real containers', () => {
     expect(network.bridge).toBe(BRIDGE);
     const pid = await lxcProvider.netnsPid!(a);
     expect(pid).toBeGreaterThan(1);
+    // Found from the monitor lxc-start names in its pid file: the same init lxc-info knows.
+    expect(await initFromMonitor(envPaths(a), a.id)).toBe(pid);
+    expect((await runOk('lxc-info', ['-P', envPaths(a).lxcpath, '-n', a.id, '-pH'])).stdout.trim()).toBe(String(pid));
+    expect(await freezerState(pid!)).toBe('RUNNING');
     // Quick ACKs both ways on the bridge's subnet (the guest's set by the start hook before init ran).
     const subnet = network.subnet as string;
     const hostRoute = await runOk('ip', ['route', 'show', subnet, 'dev', BRIDGE]);
@@ -211,6 +216,8 @@ describe.skipIf(!runnable)('LXC provider with real containers', () => {
   it('freezes and thaws', async () => {
     await lxcProvider.freeze(a, aMachine);
     expect(await lxcProvider.state(a)).toBe('frozen');
+    expect(await freezerState((await lxcProvider.netnsPid!(a))!)).toBe('FROZEN');
+    expect((await runOk('lxc-info', ['-P', envPaths(a).lxcpath, '-n', a.id, '-sH'])).stdout.trim()).toBe('FROZEN');
     await lxcProvider.unfreeze(a, aMachine);
     expect(await lxcProvider.state(a)).toBe('running');
     expect((await ssh(aMachine.address, 'true')).code).toBe(0);
