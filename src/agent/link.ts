@@ -19,6 +19,12 @@ import { sshDial } from './ssh-dial.js';
 
 export type LinkState = 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
+/**
+ * How long a relay-first start holds its login back unless something needs SSH sooner: the `env up` that
+ * started the agent is logging in to the booting guest at that moment, and two logins at once slow both.
+ */
+const LOGIN_BEHIND_DELAY_MS = 1_000;
+
 /** The fast path, when the provider has one: the pid of a process in the guest's netns, and the relay. */
 export interface NetnsAccess {
   pid(): Promise<number | undefined>;
@@ -70,6 +76,8 @@ export class GuestLink extends EventEmitter {
   private reconnects = 0;
   /** The first login while the relay already serves (relay-first start); exec waits for it. */
   private firstLogin: Promise<void> | undefined;
+  /** Ends the first login's hold-back at once (something needs SSH now). */
+  private loginNow: (() => void) | undefined;
   private readonly stopping = new AbortController();
   private readonly served = new Set<RelayListener>();
 
@@ -121,8 +129,12 @@ export class GuestLink extends EventEmitter {
   /** The relay-first start's login: 'up' when it works; when it doesn't, the link reconnects as after a loss. */
   private async loginBehind(timeoutMs: number): Promise<void> {
     try {
+      const wanted = new Promise<void>((resolve) => (this.loginNow = resolve));
+      await Promise.race([sleep(LOGIN_BEHIND_DELAY_MS, undefined, { signal: this.stopping.signal, ref: false }).catch(() => {}), wanted]);
+      this.loginNow = undefined;
+      if (this.stopping.signal.aborted) return;
       const client = await this.opts.connect(timeoutMs);
-      if (this.stateValue === 'closed') return void client.end();
+      if (this.stopping.signal.aborted) return void client.end();
       await this.attach(client, Date.now(), false);
     } catch (err) {
       if (this.stateValue === 'closed') return;
@@ -173,7 +185,10 @@ export class GuestLink extends EventEmitter {
   /** Runs a short command in the guest and collects its output. */
   async exec(command: string): Promise<{ code: number; stdout: string }> {
     // Right after a relay-first start the login may still be on its way: worth waiting for.
-    if (!this.clientValue && this.firstLogin) await this.firstLogin;
+    if (!this.clientValue && this.firstLogin) {
+      this.loginNow?.();
+      await this.firstLogin;
+    }
     const client = this.clientValue;
     if (!client) return Promise.reject(new DialError('unreachable', `the guest is not connected (${this.stateValue})`));
     return execText(client, command);

@@ -295,6 +295,15 @@ describe('starting on the relay alone', () => {
     expect(events.filter((e) => e.type === 'connected')).toHaveLength(1);
   });
 
+  it('logs in a moment later by itself when nothing asks for SSH', async () => {
+    const guest = await startFakeGuest();
+    const { agent, events } = await startTestAgent(guest, { netns: true, relayFirst: true });
+    expect(guest.logins).toBe(0);
+    await vi.waitFor(() => expect(guest.logins).toBe(1), { timeout: 5_000 });
+    expect(agent.status().connection).toMatchObject({ state: 'connected', path: 'netns', reconnects: 0 });
+    expect(events.filter((e) => e.type === 'connected')).toHaveLength(1);
+  });
+
   it('keeps serving on the relay when the first login fails, and reconnects', async () => {
     const guest = await startFakeGuest();
     guest.services.set('127.0.0.1:8000', { host: '127.0.0.1', port: await echoServer() });
