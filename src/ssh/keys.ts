@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, link, mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, link, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { EnvboxError } from '../util/errors.js';
-import { runOk } from '../util/exec.js';
 import { writeFileAtomic } from './atomic.js';
-import { publicKeyLine, publicKeyOfPrivate } from './openssh-key.js';
+import { generateEd25519, publicKeyLine, publicKeyOfPrivate } from './openssh-key.js';
 
 export interface UserKey {
   privateKeyPath: string;
@@ -33,7 +31,7 @@ export async function ensureUserKey(stateDir: string): Promise<UserKey> {
     await createExclusive(privateKeyPath, comment);
     pem = (await readIfExists(privateKeyPath))!;
   }
-  // Read without an SSH library: the key is one ssh-keygen wrote (openssh-key-v1, unencrypted).
+  // Read without an SSH library: the key is one envbox wrote (openssh-key-v1, unencrypted; older envs' keys came from ssh-keygen, in the same format).
   const parsed = publicKeyOfPrivate(pem);
   if (!parsed) {
     throw new EnvboxError('SSH_KEY_INVALID', `${privateKeyPath} is not a usable SSH private key`, {
@@ -53,27 +51,8 @@ export async function ensureUserKey(stateDir: string): Promise<UserKey> {
 
 /** A fresh ed25519 host key for a new guest's sshd, made on the host so it can be pinned before first boot. */
 export async function generateHostKey(): Promise<HostKey> {
-  const dir = await mkdtemp(join(tmpdir(), 'envbox-hostkey-'));
-  try {
-    const file = join(dir, 'ssh_host_ed25519_key');
-    await keygen(file, '');
-    const publicKey = (await readFile(`${file}.pub`, 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ');
-    return { privateKey: await readFile(file, 'utf8'), publicKey };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/**
- * OpenSSH's own ssh-keygen, so sshd and `ssh -i` are sure to load the result. (ssh2's generateKeyPairSync
- * drops a leading zero byte of the ed25519 public key, a malformed key once in ~256.)
- */
-async function keygen(file: string, comment: string): Promise<void> {
-  await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file], {
-    code: 'SSH_KEYGEN_FAILED',
-    what: 'generating an SSH key with ssh-keygen',
-    hint: 'check that OpenSSH ssh-keygen works (`env doctor`) and that the state folder is writable',
-  });
+  const { privateKey, publicKey } = generateEd25519('');
+  return { privateKey, publicKey };
 }
 
 async function readIfExists(file: string): Promise<string | undefined> {
@@ -92,12 +71,11 @@ async function readIfExists(file: string): Promise<string | undefined> {
 async function createExclusive(file: string, comment: string): Promise<void> {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
   try {
-    await keygen(tmp, comment);
+    await writeFile(tmp, generateEd25519(comment).privateKey, { mode: 0o600, flag: 'wx' });
     await link(tmp, file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   } finally {
     await rm(tmp, { force: true });
-    await rm(`${tmp}.pub`, { force: true });
   }
 }

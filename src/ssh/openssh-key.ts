@@ -1,6 +1,6 @@
 /**
- * Just enough of OpenSSH's key formats to read the keys envbox makes with ssh-keygen (the env's login key
- * and the guest's host key), so that creating an env needn't load an SSH library:
+ * Just enough of OpenSSH's key formats to make and read the keys envbox needs (the env's login key and the
+ * guest's host key, both ed25519), so that creating an env needs neither an SSH library nor ssh-keygen:
  *
  *   public key line      `TYPE BASE64 [comment]`, the blob starting with the string TYPE (RFC 4253 §6.6)
  *   private key file     `-----BEGIN OPENSSH PRIVATE KEY-----`, openssh-key-v1 (OpenSSH's PROTOCOL.key):
@@ -8,6 +8,8 @@
  *
  * Anything else (encrypted keys, PEM formats) is refused: envbox never writes those.
  */
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 
 export interface PublicKey {
   type: string;
@@ -86,3 +88,40 @@ export function publicKeyOfPrivate(text: string): PublicKey | undefined {
 
 /** `TYPE BASE64`, as authorized_keys and known_hosts want it. */
 export const publicKeyLine = (key: PublicKey) => `${key.type} ${key.blob.toString('base64')}`;
+
+/** SSH wire-format string: uint32 length, then the bytes. */
+function sshString(data: Buffer | string): Buffer {
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(bytes.length);
+  return Buffer.concat([length, bytes]);
+}
+
+export interface Ed25519Key {
+  /** openssh-key-v1, unencrypted, as ssh-keygen writes it (70-column base64 between the armour lines). */
+  privateKey: string;
+  /** `ssh-ed25519 BASE64` (no comment). */
+  publicKey: string;
+}
+
+/**
+ * A new ed25519 key in OpenSSH's own format (PROTOCOL.key), made with Node's crypto. The raw 32-byte halves
+ * come from the JWK export, which keeps leading zero bytes (the public key is always 32 bytes).
+ */
+export function generateEd25519(comment: string): Ed25519Key {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  const pub = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url');
+  const seed = Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url');
+  if (pub.length !== 32 || seed.length !== 32) throw new Error('ed25519 key halves are not 32 bytes');
+  const blob = Buffer.concat([sshString('ssh-ed25519'), sshString(pub)]);
+  const check = randomBytes(4);
+  let section = Buffer.concat([check, check, sshString('ssh-ed25519'), sshString(pub), sshString(Buffer.concat([seed, pub])), sshString(comment)]);
+  // Padded to the cipher's block size (8 for "none") with 1, 2, 3, …
+  const pad = (8 - (section.length % 8)) % 8;
+  section = Buffer.concat([section, Buffer.from(Array.from({ length: pad }, (_, i) => i + 1))]);
+  const nkeys = Buffer.alloc(4);
+  nkeys.writeUInt32BE(1);
+  const raw = Buffer.concat([MAGIC, sshString('none'), sshString('none'), sshString(''), nkeys, sshString(blob), sshString(section)]);
+  const lines = raw.toString('base64').match(/.{1,70}/g)!;
+  return { privateKey: `${BEGIN}\n${lines.join('\n')}\n${END}\n`, publicKey: publicKeyLine({ type: 'ssh-ed25519', blob }) };
+}

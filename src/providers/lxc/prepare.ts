@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, lchown, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, chown, lchown, lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, posix, relative } from 'node:path';
 import { EnvboxError } from '../../util/errors.js';
-import { runOk } from '../../util/exec.js';
 import type { GuestSpec } from '../provider.js';
+import { generateEd25519 } from '../../ssh/openssh-key.js';
 import {
   CONTAINER_IDLE_GENERATORS,
   CONTAINER_IDLE_UNITS,
@@ -216,14 +215,9 @@ export async function prepareGuest(
  */
 export async function guestHostKey(spec: GuestSpec): Promise<{ privateKey: string; publicKey: string }> {
   if (spec.hostKey) return spec.hostKey;
-  const dir = await mkdtemp(join(tmpdir(), 'envbox-hostkey-'));
-  try {
-    const file = join(dir, 'key');
-    await runOk('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `root@${spec.hostname}`, '-f', file], { code: 'HOST_KEY' });
-    return { privateKey: await readFile(file, 'utf8'), publicKey: await readFile(`${file}.pub`, 'utf8') };
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const comment = `root@${spec.hostname}`;
+  const key = generateEd25519(comment);
+  return { privateKey: key.privateKey, publicKey: `${key.publicKey} ${comment}\n` };
 }
 
 const ensureNewline = (text: string) => (text.endsWith('\n') ? text : `${text}\n`);

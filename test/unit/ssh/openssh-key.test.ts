@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parsePublicKeyLine, publicKeyLine, publicKeyOfPrivate } from '../../../src/ssh/openssh-key.js';
+import { generateEd25519, parsePublicKeyLine, publicKeyLine, publicKeyOfPrivate } from '../../../src/ssh/openssh-key.js';
 
 let dir: string;
 
@@ -62,5 +62,33 @@ describe('OpenSSH key reading without an SSH library', () => {
     expect(parsePublicKeyLine('ssh-ed25519')).toBeUndefined();
     expect(parsePublicKeyLine(`ssh-ed25519 ${base64.slice(0, 10)}`)).toBeUndefined();
     expect(parsePublicKeyLine(`ssh-ed25519 ${base64} comment words`)?.type).toBe('ssh-ed25519');
+  });
+});
+
+describe('making ed25519 keys without ssh-keygen', () => {
+  it('writes keys OpenSSH loads and signs with, whose public half it derives the same', async () => {
+    // Enough keys that some have a leading zero byte in a half (one in 128 per key).
+    const keys = Array.from({ length: 300 }, (_, i) => generateEd25519(`key ${i}`));
+    for (const key of keys) {
+      expect(publicKeyLine(publicKeyOfPrivate(key.privateKey)!)).toBe(key.publicKey);
+      expect(key.privateKey.split('\n').every((l) => l.length <= 70 || l.startsWith('-----'))).toBe(true);
+    }
+    for (const [i, key] of keys.slice(0, 12).entries()) {
+      const file = join(dir, `made-${i}`);
+      await writeFile(file, key.privateKey, { mode: 0o600 });
+      // ssh-keygen reads the private key and prints the public half and the comment it holds.
+      expect(execFileSync('ssh-keygen', ['-y', '-f', file], { encoding: 'utf8' }).trim()).toBe(`${key.publicKey} key ${i}`);
+      // A signature made with the private half verifies under the public half: the two belong together.
+      await writeFile(join(dir, 'message'), `message ${i}\n`);
+      execFileSync('ssh-keygen', ['-q', '-Y', 'sign', '-n', 'envbox-test', '-f', file, join(dir, 'message')]);
+      await writeFile(join(dir, 'allowed'), `signer ${key.publicKey}\n`);
+      const verified = execFileSync(
+        'ssh-keygen',
+        ['-Y', 'verify', '-n', 'envbox-test', '-f', join(dir, 'allowed'), '-I', 'signer', '-s', join(dir, 'message.sig')],
+        { input: `message ${i}\n`, encoding: 'utf8' },
+      );
+      expect(verified).toContain('Good "envbox-test" signature for signer');
+      await rm(join(dir, 'message.sig'));
+    }
   });
 });
