@@ -31,6 +31,14 @@ const TRANSIENT_CODES = new Set([
 const BRISK_PHASE_MS = 2000;
 const FIRST_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 500;
+/**
+ * sshd sends its version line as soon as it accepts. A connection that stays silent is one nobody will
+ * answer: QEMU's user network accepts on the host port before the guest listens, and its connection into
+ * a guest that is still booting can hang. Such an attempt is given up after this long (doubling each time,
+ * for a slow host) instead of waiting out the whole login budget.
+ */
+const FIRST_SILENCE_MS = 2_000;
+const MAX_SILENCE_MS = 16_000;
 
 /** Why a connected client's link dropped, for messages after the fact (ssh2 emits 'error' then 'close'). */
 const lostReasons = new WeakMap<Client, Error>();
@@ -61,11 +69,13 @@ export async function connect(opts: ConnectOptions): Promise<Client> {
   const started = Date.now();
   const deadline = started + opts.timeoutMs;
   let backoff = FIRST_BACKOFF_MS;
+  let silence = FIRST_SILENCE_MS;
   let lastReason: string | undefined;
   for (;;) {
     opts.signal?.throwIfAborted();
-    const outcome = await attempt(opts, target, pinned, key, Math.max(1, deadline - Date.now()));
+    const outcome = await attempt(opts, target, pinned, key, Math.max(1, deadline - Date.now()), silence);
     if ('client' in outcome) return outcome.client;
+    if (outcome.silent) silence = Math.min(silence * 2, MAX_SILENCE_MS);
     if (!outcome.cutShort || lastReason === undefined) lastReason = outcome.reason;
     const left = deadline - Date.now();
     if (left <= 0) break;
@@ -85,7 +95,7 @@ export async function connect(opts: ConnectOptions): Promise<Client> {
 }
 
 /** `cutShort`: the attempt was stopped by the overall deadline, which says less than what failed before it. */
-type Outcome = { client: Client } | { reason: string; cutShort?: boolean };
+type Outcome = { client: Client } | { reason: string; cutShort?: boolean; silent?: boolean };
 
 /** One TCP connection and handshake: a client, a reason worth retrying, or a rejection when retrying is pointless. */
 function attempt(
@@ -94,6 +104,7 @@ function attempt(
   pinned: PinnedKey[],
   key: ParsedKey,
   readyTimeout: number,
+  silenceMs: number,
 ): Promise<Outcome> {
   return new Promise((resolve, reject) => {
     const verifier = pinnedHostVerifier(pinned, target);
@@ -102,9 +113,18 @@ function attempt(
     const sock = tcpConnect({ host: opts.host, port: target.port, noDelay: true, keepAlive: true });
     let banner = '';
     let settled = false;
+    // Nothing from the far end (not even sshd's version line) within silenceMs: give this connection up.
+    // (Read from the socket's byte count: a listener of our own would take bytes before ssh2 listens.)
+    const silent =
+      silenceMs < readyTimeout
+        ? setTimeout(() => {
+            if (sock.bytesRead === 0) settle({ reason: `no answer from sshd within ${formatSeconds(silenceMs)} of connecting`, silent: true });
+          }, silenceMs)
+        : undefined;
     const settle = (outcome: Outcome | { fail: unknown }): void => {
       if (settled) return;
       settled = true;
+      clearTimeout(silent);
       opts.signal?.removeEventListener('abort', onAbort);
       client.removeListener('ready', onReady).removeListener('error', onError).removeListener('close', onClose);
       if ('client' in outcome) {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
@@ -264,6 +264,27 @@ describe('connect', () => {
     const client = await connecting;
     expect(dropped).toBe(2);
     expect((await execCapture(client, 'echo up')).stdout).toBe('up\n');
+  });
+
+  it('gives up a connection that stays silent and logs in once sshd answers', async () => {
+    const port = await freePort();
+    // Accepts and never says a word: QEMU's user network forwarding into a guest whose sshd isn't up yet.
+    const held: Socket[] = [];
+    const silent = createServer((sock) => held.push(sock.on('error', () => {})));
+    await new Promise<void>((resolve) => silent.listen(port, '127.0.0.1', resolve));
+    const started = Date.now();
+    const connecting = login({ port } as TestServer, { timeoutMs: 30_000 });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // No new connections there; the one it holds stays open and silent.
+    const closed = new Promise<void>((resolve) => silent.close(() => resolve()));
+    await startServer({ port });
+    const client = await connecting;
+    expect(held).toHaveLength(1);
+    held.forEach((sock) => sock.destroy());
+    await closed;
+    // The silent attempt was given up after ~2 s, not after the 30 s budget.
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await execCapture(client, 'echo heard')).stdout).toBe('heard\n');
   });
 
   it('keeps trying while the guest hangs up during login because it is still booting', async () => {
