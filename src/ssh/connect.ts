@@ -33,12 +33,13 @@ const FIRST_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 500;
 /**
  * sshd sends its version line as soon as it accepts. A connection that stays silent is one nobody will
- * answer: QEMU's user network accepts on the host port before the guest listens, and its connection into
- * a guest that is still booting can hang. Such an attempt is given up after this long (doubling each time,
- * for a slow host) instead of waiting out the whole login budget.
+ * answer yet: QEMU's user network accepts on the host port before the guest listens, and its connection
+ * into a guest that is still booting waits on SYN retries. Such an attempt is given up after this long
+ * (a second longer each time, for a slow guest, up to the cap) instead of waiting out the whole login
+ * budget; a short cap keeps the wait after sshd comes up short too.
  */
 const FIRST_SILENCE_MS = 2_000;
-const MAX_SILENCE_MS = 16_000;
+const MAX_SILENCE_MS = 5_000;
 
 /** Why a connected client's link dropped, for messages after the fact (ssh2 emits 'error' then 'close'). */
 const lostReasons = new WeakMap<Client, Error>();
@@ -75,7 +76,7 @@ export async function connect(opts: ConnectOptions): Promise<Client> {
     opts.signal?.throwIfAborted();
     const outcome = await attempt(opts, target, pinned, key, Math.max(1, deadline - Date.now()), silence);
     if ('client' in outcome) return outcome.client;
-    if (outcome.silent) silence = Math.min(silence * 2, MAX_SILENCE_MS);
+    if (outcome.silent) silence = Math.min(silence + 1_000, MAX_SILENCE_MS);
     if (!outcome.cutShort || lastReason === undefined) lastReason = outcome.reason;
     const left = deadline - Date.now();
     if (left <= 0) break;
