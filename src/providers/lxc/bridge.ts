@@ -73,12 +73,13 @@ export async function ensureNetwork(outbound: boolean): Promise<{ state: Network
     batch.push(`link add ${bridge} type bridge`);
     changes.push(`created bridge ${bridge}`);
   }
-  if (!link?.addrs.includes(state.gateway)) {
+  const addAddress = !link?.addrs.includes(state.gateway);
+  if (addAddress) {
     batch.push(`addr add ${state.gateway}/24 dev ${bridge}`);
     changes.push(`gave ${bridge} ${state.gateway}/24`);
   }
   if (!link?.up) batch.push(`link set ${bridge} up`);
-  if (!link?.addrs.includes(state.gateway)) {
+  if (addAddress) {
     // Quick ACKs towards the guests: the host's ssh client would otherwise wait 40 ms for a delayed ACK at
     // several points of each login (config.ts quickAckHook does the same in each guest).
     batch.push(`route replace ${state.subnet} dev ${bridge} proto kernel scope link src ${state.gateway} quickack 1`);
