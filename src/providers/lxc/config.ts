@@ -3,7 +3,7 @@ import { EnvboxError } from '../../util/errors.js';
 import type { GuestSpec } from '../provider.js';
 import { containerIdmap } from './idmap.js';
 import { folderMountPath, type EnvPaths, type LxcMachine } from './layout.js';
-import { macFor } from './net.js';
+import { formatIPv4, macFor, parseIPv4 } from './net.js';
 
 /** Facts about the host the config depends on (probed once by hostfacts.ts; fixed in tests). */
 export interface HostFacts {
@@ -48,9 +48,9 @@ export function cpusetFor(slot: number, cpus: number | undefined, cpuCount: numb
  * on the host's side). A failure here costs only the speed, never the start.
  */
 export function quickAckHook(address: string): string {
-  const octets = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address);
-  if (!octets) throw new EnvboxError('LXC_CONFIG_VALUE', `address ${JSON.stringify(address)} is not an IPv4 address`, { hint: 'env destroy && env up gives the env a new one' });
-  const subnet = `${octets.slice(1, 4).join('.')}.0/24`;
+  const value = parseIPv4(address);
+  if (value === undefined) throw new EnvboxError('LXC_CONFIG_VALUE', `address ${JSON.stringify(address)} is not an IPv4 address`, { hint: 'env destroy && env up gives the env a new one' });
+  const subnet = `${formatIPv4(value - (value % 256))}/24`;
   const route = `ip route replace ${subnet} dev eth0 proto kernel scope link src ${address} quickack 1`;
   // LXC runs the hook with /bin/sh -c and appends the container's name and the hook's: they become $0 and $@.
   return `/bin/sh -c 'nsenter --net="/proc/$LXC_PID/ns/net" ${route} || :'`;
