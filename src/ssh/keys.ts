@@ -51,8 +51,7 @@ export async function ensureUserKey(stateDir: string): Promise<UserKey> {
 
 /** A fresh ed25519 host key for a new guest's sshd, made on the host so it can be pinned before first boot. */
 export async function generateHostKey(): Promise<HostKey> {
-  const { privateKey, publicKey } = generateEd25519('');
-  return { privateKey, publicKey };
+  return generateEd25519('');
 }
 
 async function readIfExists(file: string): Promise<string | undefined> {
