@@ -22,6 +22,7 @@ import { PortWatch } from './portwatch.js';
 import { GuestProxy, type ProxyStatus } from './proxy.js';
 import { FolderSyncs, type FolderSpec, type FolderStatus, type OpenOps } from '../sync/manager.js';
 import { guestOpener } from '../sync/open.js';
+import { agentServes } from '../sync/served.js';
 
 export interface AgentOptions {
   envName: string;
@@ -75,7 +76,7 @@ export class Agent {
   constructor(private readonly opts: AgentOptions) {
     this.events = openEventLog(opts.files.events, opts.onEvent);
     // Reverse forwards and the folders the agent syncs need SSH; without them the relay alone makes the agent ready.
-    const needsSsh = opts.forwards.some((f) => f.kind === 'reverse') || (opts.folders ?? []).some((f) => f.mode === 'sync' || f.events === 'replayed');
+    const needsSsh = opts.forwards.some((f) => f.kind === 'reverse') || (opts.folders ?? []).some(agentServes);
     this.link = new GuestLink({ ...opts.link, running: needsSsh ? undefined : opts.link.running, emit: this.events.emit });
     this.forwards = new Forwards(this.link, this.events.emit, Boolean(opts.link.netns));
     this.folders = new FolderSyncs(opts.folders ?? [], { openOps: opts.openOps ?? guestOpener(this.events.emit), emit: this.events.emit });

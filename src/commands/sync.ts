@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core';
 import { EnvCommand } from '../cli/base.js';
 import { table } from '../cli/table.js';
+import { agentServes } from '../sync/served.js';
 
 export default class Sync extends EnvCommand {
   static override summary = "Wait until the guest has every host change (--wait, the default), or show each folder's sync and event replay (--status).";
@@ -36,7 +37,7 @@ export default class Sync extends EnvCommand {
       return;
     }
     const result = await waitSynced(env, { timeoutMs: flags.timeout * 1000 });
-    const active = result.folders.filter((f) => f.mode === 'sync' || f.events === 'replayed');
+    const active = result.folders.filter(agentServes);
     this.result({ name: env.config.name, synced: true, waitedMs: result.waitedMs, folders: result.folders }, () =>
       active.length ? `in sync: ${active.map((f) => f.guest).join(', ')} (${result.waitedMs} ms)` : 'nothing to sync: every folder is a mount the guest sees natively',
     );

@@ -31,6 +31,7 @@ import { trace } from '../util/trace.js';
 import { existingSpec, type Env } from './env.js';
 import { currentPlan, type PortPlan } from './ports.js';
 import type { FolderSpec } from '../sync/manager.js';
+import { agentServes } from '../sync/served.js';
 import { ensureEnvDir, writeJsonAtomic } from './state.js';
 import { deferCaCerts } from '../util/ca-certs.js';
 
@@ -169,7 +170,7 @@ export function startAgent(env: Env): StartedAgent {
   // replayed by the agent, its JavaScript is control only: without the optimizing compiler its
   // bursts of compiles (~5 MB each) never happen. Syncing a folder is the agent's own work, and
   // runs about twice as fast optimized.
-  const agentSyncs = folderSpecs(env).some((f) => f.mode === 'sync' || f.events === 'replayed');
+  const agentSyncs = folderSpecs(env).some(agentServes);
   const controlOnly = env.provider.capabilities.netns && !agentSyncs ? ['--no-opt'] : [];
   const flags = ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc', ...controlOnly];
   const child = spawn(process.execPath, [...flags, main, 'agent', env.dir], {

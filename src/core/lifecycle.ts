@@ -3,6 +3,7 @@ import type { GuestState } from '../providers/provider.js';
 import { getProvider } from '../providers/registry.js';
 import { EnvboxError } from '../util/errors.js';
 import { withFileLock } from '../util/lock.js';
+import { agentServes } from '../sync/served.js';
 import { agentStatus, folderSpecs, stopAgent } from './agent.js';
 import { removeFastIndex, stopMaster, writeFastIndex } from './master.js';
 import { existingSpec, openEnv, type Env } from './env.js';
@@ -155,7 +156,7 @@ export async function status(env: Env, known?: { state: GuestState }): Promise<S
     image: env.record?.image?.name ?? null,
     folders: folderSpecs(env).map((f) => {
       const now = live.find((l) => l.host === f.host && l.guest === f.guest);
-      const needsAgent = f.mode === 'sync' || f.events === 'replayed';
+      const needsAgent = agentServes(f);
       return {
         host: f.host,
         guest: f.guest,

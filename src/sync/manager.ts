@@ -20,6 +20,7 @@ import { SyncFolder } from './folder.js';
 import type { GuestOps } from './ops.js';
 import { DEFAULT_IGNORE, ignoreMatcher } from './paths.js';
 import { AckQueue } from './queue.js';
+import { agentServes } from './served.js';
 import { FolderWatcher } from './watcher.js';
 
 export type EventsMode = 'native' | 'replayed' | 'off';
@@ -85,7 +86,7 @@ export class FolderSyncs {
   /** Starts the watchers (before the guest is reached: changes made meanwhile are queued). */
   async start(): Promise<void> {
     for (const spec of this.folders) {
-      if (spec.mode !== 'sync' && spec.events !== 'replayed') continue;
+      if (!agentServes(spec)) continue;
       const ignored = ignoreMatcher([...DEFAULT_IGNORE, ...spec.ignore]);
       const root = this.active.length;
       const entry: Active = {
