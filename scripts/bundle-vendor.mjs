@@ -10,14 +10,14 @@ import { fileURLToPath } from 'node:url';
 
 const VENDORED = ['zod', 'yaml'];
 const dist = fileURLToPath(new URL('../dist/', import.meta.url));
-const own = (file) => new RegExp(`from ["'](${VENDORED.join('|')})(/[^"']*)?["']`).test(file);
+const importsVendored = new RegExp(`from ["'](${VENDORED.join('|')})(/[^"']*)?["']`);
 
 // tsc has just written every module afresh: chunks of an earlier build belong to nothing now.
 await rm(join(dist, 'vendor'), { recursive: true, force: true });
 const entryPoints = [];
 for (const entry of await readdir(dist, { recursive: true, withFileTypes: true })) {
   const file = join(entry.parentPath, entry.name);
-  if (entry.isFile() && entry.name.endsWith('.js') && !file.startsWith(join(dist, 'vendor')) && own(await readFile(file, 'utf8'))) entryPoints.push(file);
+  if (entry.isFile() && entry.name.endsWith('.js') && !file.startsWith(join(dist, 'vendor')) && importsVendored.test(await readFile(file, 'utf8'))) entryPoints.push(file);
 }
 
 const inside = (path) => VENDORED.some((name) => path.includes(`/node_modules/${name}/`));
